@@ -1,0 +1,1 @@
+"""Code shared by the API and the workers: estimators, settings, the job store, schemas."""

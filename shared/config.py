@@ -1,0 +1,122 @@
+"""The one settings object, read from the environment once and validated.
+
+Every module imports :func:`get_settings` instead of reading ``os.environ``;
+tests build their own :class:`Settings` with :meth:`Settings.from_env`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from shared.errors import ConfigError
+
+PREFIX = "EMCOINS_"
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _str(name: str, raw: str) -> str:
+    return raw
+
+
+# Keyed by the annotation's text: with postponed annotations a field's type is a string.
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "int": _int,
+    "float": _float,
+    "str": _str,
+    "tuple[str, ...]": _list,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Settings shared by the API and the workers; each field is ``EMCOINS_<NAME>``."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Connect and socket timeouts on every Redis client, so a stopped or frozen
+    # Redis gives a quick error rather than a hang.
+    redis_timeout: float = 2.0
+    job_ttl_seconds: int = 24 * 3600
+    # Draws fetched by one subtask; a job of N draws fans out into ceil(N / size) subtasks.
+    fetch_batch_size: int = 30
+    # Concurrent requests within one fetch subtask.
+    fetch_concurrency: int = 16
+    fetch_connect_timeout: float = 2.0
+    fetch_read_timeout: float = 5.0
+    # Attempts per draw request (first try included), with exponential backoff and jitter.
+    fetch_attempts: int = 5
+    fetch_backoff: float = 0.05
+    fetch_backoff_max: float = 2.0
+    # Limits on what one request may ask for.
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_draws: int = 100_000
+    max_flips: int = 1_000_000
+    max_source_draws: int = 10_000
+    max_components: int = 10
+    max_restarts: int = 100
+    # Seconds a client is told to wait between polls of a running job.
+    retry_after_seconds: int = 1
+    # Seconds the broker waits for an acknowledgement before redelivering a task.
+    visibility_timeout: int = 300
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``EMCOINS_*`` variables, falling back to the defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = PREFIX + field.name.upper()
+            if name in environ:
+                parser = _PARSERS[str(field.type)]
+                values[field.name] = parser(name, environ[name])
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first setting out of range."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"{PREFIX}{field.name.upper()} must not be negative")
+        for name in (
+            "fetch_batch_size",
+            "fetch_concurrency",
+            "fetch_attempts",
+            "max_draws",
+            "max_flips",
+            "max_source_draws",
+            "max_components",
+            "max_restarts",
+            "job_ttl_seconds",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{PREFIX}REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings.from_env()
