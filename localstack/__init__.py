@@ -1,0 +1,1 @@
+"""Runs the whole system on one machine: Redis, the draw source, workers and the API."""

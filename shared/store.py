@@ -1,0 +1,261 @@
+"""The Redis job store: one hash per job, written atomically, read by the API.
+
+The store knows nothing of EM or Celery. Status changes go through one Lua
+script so that a final status (succeeded, failed, cancelled) is never
+overwritten, whichever process gets there second.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.status import FINAL_STATUSES, RUNNING_STATUSES, JobStatus
+
+# KEYS: job hash, unfinished set. ARGV: new status, JSON list of allowed current
+# statuses, 1 if the new status is final, the job id, then field/value pairs.
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return -1 end
+for _, allowed in ipairs(cjson.decode(ARGV[2])) do
+  if allowed == current then
+    redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 5))
+    if ARGV[3] == '1' then redis.call('ZREM', KEYS[2], ARGV[4]) end
+    return 1
+  end
+end
+return 0
+"""
+
+# KEYS: draws hash, job hash. ARGV: batch index, JSON pairs, number of draws.
+# HSETNX makes a redelivered batch a no-op, so progress is counted once.
+_RECORD_BATCH = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[2], 'draws_fetched', ARGV[3])
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+"""
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC with milliseconds, e.g. ``2026-11-25T10:00:00.000Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JobNotFound(LookupError):
+    """No record exists for the job id (never created, or expired)."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as stored, decoded from its hash."""
+
+    id: str
+    status: JobStatus
+    spec: dict[str, Any]
+    draws_total: int
+    draws_fetched: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    counts: list[list[int]] | None
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    owner: str | None
+    task_ids: list[str]
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> JobRecord:
+        """Decode the strings Redis returns."""
+
+        def loads(name: str) -> Any:
+            value = raw.get(name)
+            return None if value is None else json.loads(value)
+
+        return cls(
+            id=raw["id"],
+            status=JobStatus(raw["status"]),
+            spec=loads("spec") or {},
+            draws_total=int(raw.get("draws_total", 0)),
+            draws_fetched=int(raw.get("draws_fetched", 0)),
+            created_at=raw["created_at"],
+            started_at=raw.get("started_at"),
+            finished_at=raw.get("finished_at"),
+            counts=loads("counts"),
+            result=loads("result"),
+            error=loads("error"),
+            owner=raw.get("owner"),
+            task_ids=loads("task_ids") or [],
+        )
+
+
+class JobStore:
+    """Reads and writes job records in Redis under the keys of :mod:`shared.keys`."""
+
+    def __init__(self, client: redis.Redis, *, ttl_seconds: int):
+        self.client = client
+        self.ttl_seconds = ttl_seconds
+        self._transition = client.register_script(_TRANSITION)
+        self._record_batch = client.register_script(_RECORD_BATCH)
+
+    def create(
+        self,
+        job_id: str,
+        *,
+        spec: dict[str, Any],
+        draws_total: int,
+        counts: list[list[int]] | None = None,
+        owner: str | None = None,
+        task_ids: Sequence[str] = (),
+    ) -> None:
+        """Store a new queued job; inline data arrives complete, so it counts as fetched."""
+        fields: dict[str, str] = {
+            "id": job_id,
+            "status": JobStatus.QUEUED.value,
+            "spec": json.dumps(spec),
+            "draws_total": str(draws_total),
+            "draws_fetched": str(draws_total if counts is not None else 0),
+            "created_at": utc_now(),
+            "task_ids": json.dumps(list(task_ids)),
+        }
+        if counts is not None:
+            fields["counts"] = json.dumps(counts)
+        if owner is not None:
+            fields["owner"] = owner
+        key = keys.job(job_id)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, self.ttl_seconds)
+            pipe.zadd(keys.unfinished_jobs(), {job_id: _epoch()})
+            pipe.execute()
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job that was never accepted (its submission failed)."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.job(job_id), keys.job_draws(job_id))
+            pipe.zrem(keys.unfinished_jobs(), job_id)
+            pipe.execute()
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job's record; :class:`JobNotFound` if there is none."""
+        raw = self.client.hgetall(keys.job(job_id))
+        if not raw:
+            raise JobNotFound(job_id)
+        return JobRecord.from_hash(_decode(raw))
+
+    def status(self, job_id: str) -> JobStatus | None:
+        """The job's status alone, or None if the job does not exist."""
+        value = self.client.hget(keys.job(job_id), "status")
+        return None if value is None else JobStatus(_text(value))
+
+    def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        allowed_from: Iterable[JobStatus],
+        **fields: Any,
+    ) -> bool:
+        """Set the status (and fields) only if the current status is in ``allowed_from``.
+
+        Returns False when the job is missing or its status did not allow it.
+        Dict and list field values are stored as JSON.
+        """
+        args: list[str] = [
+            to.value,
+            json.dumps([s.value for s in allowed_from]),
+            "1" if to in FINAL_STATUSES else "0",
+            job_id,
+        ]
+        for name, value in fields.items():
+            args += [name, value if isinstance(value, str) else json.dumps(value)]
+        done = self._transition(
+            keys=[keys.job(job_id), keys.unfinished_jobs()], args=args
+        )
+        return done == 1
+
+    def start_fetching(self, job_id: str) -> bool:
+        """queued -> fetching, stamping ``started_at`` once."""
+        return self.transition(
+            job_id, JobStatus.FETCHING, allowed_from=[JobStatus.QUEUED], started_at=utc_now()
+        )
+
+    def start_fitting(self, job_id: str, counts: list[list[int]]) -> bool:
+        """queued or fetching -> fitting, storing the aggregated counts the fits use."""
+        record = self.client.hget(keys.job(job_id), "started_at")
+        fields: dict[str, Any] = {"counts": counts}
+        if record is None:
+            fields["started_at"] = utc_now()
+        return self.transition(
+            job_id,
+            JobStatus.FITTING,
+            allowed_from=[JobStatus.QUEUED, JobStatus.FETCHING, JobStatus.FITTING],
+            **fields,
+        )
+
+    def succeed(self, job_id: str, result: dict[str, Any]) -> bool:
+        """fitting -> succeeded with the result; a cancelled or finished job is left alone."""
+        return self.transition(
+            job_id,
+            JobStatus.SUCCEEDED,
+            allowed_from=[JobStatus.FITTING],
+            result=result,
+            finished_at=utc_now(),
+        )
+
+    def fail(self, job_id: str, *, code: str, message: str, details: Any = None) -> bool:
+        """Any running status -> failed with an error; final statuses are left alone."""
+        error = {"code": code, "message": message, "details": details or {}}
+        return self.transition(
+            job_id,
+            JobStatus.FAILED,
+            allowed_from=RUNNING_STATUSES,
+            error=error,
+            finished_at=utc_now(),
+        )
+
+    def cancel(self, job_id: str) -> bool:
+        """Any running status -> cancelled; False if the job already finished."""
+        return self.transition(
+            job_id, JobStatus.CANCELLED, allowed_from=RUNNING_STATUSES, finished_at=utc_now()
+        )
+
+    def record_batch(self, job_id: str, batch: int, pairs: Sequence[Sequence[int]]) -> bool:
+        """Keep a batch's ``(heads, trials)`` pairs; writing a batch again is a no-op."""
+        done = self._record_batch(
+            keys=[keys.job_draws(job_id), keys.job(job_id)],
+            args=[str(batch), json.dumps([list(p) for p in pairs]), str(len(pairs))],
+        )
+        return done == 1
+
+    def batches(self, job_id: str) -> dict[int, list[list[int]]]:
+        """The batches fetched so far, by index."""
+        raw = self.client.hgetall(keys.job_draws(job_id))
+        return {int(_text(k)): json.loads(v) for k, v in raw.items()}
+
+    def unfinished_count(self) -> int:
+        """How many jobs are queued or running (ids older than the TTL have expired)."""
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(keys.unfinished_jobs(), "-inf", _epoch() - self.ttl_seconds)
+            pipe.zcard(keys.unfinished_jobs())
+            return int(pipe.execute()[1])
+
+
+def _epoch() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(raw: dict) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}

@@ -1,0 +1,1 @@
+"""Celery workers: the ``io`` queue fetches draws, the ``cpu`` queue fits."""

@@ -1,0 +1,57 @@
+"""The only Celery instance, configured from the settings object.
+
+Start workers with ``celery -A workers.celery_app worker -Q io -P threads`` (fetching)
+and ``celery -A workers.celery_app worker -Q cpu`` (fitting).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.config import Settings, get_settings
+
+IO_QUEUE = "io"
+CPU_QUEUE = "cpu"
+
+
+def configure(app: Celery, settings: Settings) -> Celery:
+    """Apply the settings to a Celery app: Redis broker and backend, JSON only, late acks."""
+    redis_options = {
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+    }
+    app.conf.update(
+        broker_url=settings.redis_url,
+        result_backend=settings.redis_url,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            **redis_options,
+        },
+        result_backend_transport_options=redis_options,
+        redis_socket_timeout=settings.redis_timeout,
+        redis_socket_connect_timeout=settings.redis_timeout,
+        # JSON only: a pickled message could run code in the worker.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        result_expires=settings.job_ttl_seconds,
+        # A task is acknowledged once done, and given back if its worker dies, so a
+        # crash mid-fit redelivers it instead of losing it. Tasks are idempotent.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=CPU_QUEUE,
+        task_routes={
+            "emcoins.fetch_batch": {"queue": IO_QUEUE},
+            "emcoins.fit": {"queue": CPU_QUEUE},
+            "emcoins.finish": {"queue": CPU_QUEUE},
+        },
+        worker_hijack_root_logger=False,
+        task_track_started=False,
+    )
+    return app
+
+
+app = configure(Celery("emcoins", include=["workers.tasks"]), get_settings())
