@@ -1,0 +1,87 @@
+"""Aggregation of draws into distinct (heads, trials) pairs with their counts.
+
+The EM only ever sees the distinct pairs, so its per-iteration cost does not grow
+with the number of draws: 10**6 draws of 10 flips are 11 pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import gammaln
+
+# Above this many bincount slots (and 8 per draw) a dense tally costs more memory than it
+# saves, so huge flip counts fall back to np.unique (a sort).
+_DENSE_SLOTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class CountTable:
+    """Distinct (heads, trials) pairs, their counts, and the constants the EM reuses.
+
+    Shapes: ``heads``, ``trials``, ``counts``, ``log_coef`` are (M,); ``design`` is (M, 2)
+    holding heads and tails; ``stats`` is (3, M) holding counts*heads, counts*trials, counts.
+    """
+
+    heads: np.ndarray
+    trials: np.ndarray
+    counts: np.ndarray
+    log_coef: np.ndarray
+    design: np.ndarray
+    stats: np.ndarray
+    n_draws: int
+    total_log_coef: float
+
+    @property
+    def max_trials(self) -> int:
+        """Largest number of flips in any draw."""
+        return int(self.trials.max())
+
+
+def tally(heads: np.ndarray, trials: np.ndarray) -> CountTable:
+    """Collapse validated per-draw counts into a :class:`CountTable` in one O(N) pass."""
+    h, n, c = _distinct_pairs(heads, trials)
+    counts = c.astype(np.float64)
+    log_coef = gammaln(n + 1.0) - gammaln(h + 1.0) - gammaln(n - h + 1.0)
+    hf, nf = h.astype(np.float64), n.astype(np.float64)
+    return CountTable(
+        heads=h,
+        trials=n,
+        counts=counts,
+        log_coef=log_coef,
+        design=np.column_stack((hf, nf - hf)),
+        stats=np.vstack((counts * hf, counts * nf, counts)),
+        n_draws=int(heads.size),
+        total_log_coef=float(counts @ log_coef),
+    )
+
+
+def _distinct_pairs(heads: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Return distinct heads, trials and counts, ordered by (trials, heads)."""
+    limit = max(_DENSE_SLOTS, 8 * heads.size)
+    n_max = int(trials.max())
+    if n_max + 1 > limit:
+        return _distinct_pairs_by_sort(heads, trials)
+    if int(trials.min()) == n_max:
+        counts = np.bincount(heads, minlength=n_max + 1)
+        h = np.flatnonzero(counts)
+        return h, np.full(h.shape, n_max, dtype=np.int64), counts[h]
+    # Give each distinct trials value n its own block of n + 1 slots, one per heads count.
+    values = np.flatnonzero(np.bincount(trials, minlength=n_max + 1))
+    sizes = values + 1
+    if int(sizes.sum()) > limit:
+        return _distinct_pairs_by_sort(heads, trials)
+    starts = np.cumsum(sizes) - sizes
+    offset = np.zeros(n_max + 1, dtype=np.int64)
+    offset[values] = starts
+    counts = np.bincount(offset[trials] + heads, minlength=int(sizes.sum()))
+    keys = np.flatnonzero(counts)
+    block = np.searchsorted(starts, keys, side="right") - 1
+    return keys - starts[block], values[block], counts[keys]
+
+
+def _distinct_pairs_by_sort(heads: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Fallback for flip counts too large for a dense tally."""
+    pairs, counts = np.unique(np.column_stack((trials, heads)), axis=0, return_counts=True)
+    return pairs[:, 1].copy(), pairs[:, 0].copy(), counts

@@ -1,0 +1,74 @@
+"""Standard errors of the thetas from the observed information matrix at the MLE."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import LinAlgError, cho_factor, cho_solve
+
+from shared.estimation._counts import CountTable
+from shared.estimation._em import EPS, e_step
+
+
+def on_boundary(thetas: np.ndarray) -> np.ndarray:
+    """Which thetas sit on the boundary of [EPS, 1 - EPS]."""
+    margin = EPS * 1e-3
+    return (thetas <= EPS + margin) | (thetas >= 1 - EPS - margin)
+
+
+def observed_information(
+    table: CountTable, thetas: np.ndarray, weights: np.ndarray, learn: bool
+) -> np.ndarray:
+    """Negative Hessian of the log-likelihood in (thetas, first K-1 weights).
+
+    Shapes: ``thetas``, ``weights`` (K,) -> (P, P) with P = 2K - 1 when the weights are
+    learned (the last weight is 1 minus the others) and P = K when they are fixed.
+    """
+    k = thetas.size
+    resp = e_step(table, thetas[None, :], np.log(weights)[None, :])[0][0]  # (M, K)
+    h, t = table.design[:, :1], table.design[:, 1:]
+    score = h / thetas - t / (1 - thetas)  # d log f / d theta, (M, K)
+    curv = -h / thetas**2 - t / (1 - thetas) ** 2  # d2 log f / d theta2, (M, K)
+    c = table.counts
+    rs = resp * score
+    grads = [rs]
+    if learn and k > 1:
+        grads.append(resp[:, :-1] / weights[:-1] - resp[:, -1:] / weights[-1])
+    g = np.hstack(grads)  # (M, P): each pair's score vector
+    p = g.shape[1]
+    # Hessian of log p_i is (d2 p_i / p_i) - g g^T; d2 p_i / p_i is sparse, built below.
+    hess = -(g.T * c) @ g
+    hess[np.arange(k), np.arange(k)] += c @ (resp * (score**2 + curv))
+    if p > k:
+        a = c @ rs  # (K,)
+        j = np.arange(k - 1)
+        hess[j, k + j] += a[:-1] / weights[:-1]
+        hess[k - 1, k + j] -= a[-1] / weights[-1]
+        hess[k:, :k] = hess[:k, k:].T
+    return -hess
+
+
+def standard_errors(
+    table: CountTable, thetas: np.ndarray, weights: np.ndarray, learn: bool
+) -> np.ndarray:
+    """One standard error per theta; NaN on the boundary or where the information is singular.
+
+    Thetas on the boundary are held fixed (the MLE is not a stationary point there), so the
+    others' errors come from the information about the remaining parameters.
+    """
+    k = thetas.size
+    info = observed_information(table, thetas, weights, learn)
+    free = np.ones(info.shape[0], dtype=bool)
+    free[:k] = ~on_boundary(thetas)
+    result = np.full(k, np.nan)
+    if not free[:k].any():
+        return result
+    sub = info[np.ix_(free, free)]
+    try:
+        factor = cho_factor(sub)
+    except LinAlgError:
+        return result
+    cov = cho_solve(factor, np.eye(sub.shape[0]))
+    variances = np.diag(cov)[: int(free[:k].sum())]
+    with np.errstate(invalid="ignore"):
+        result[free[:k]] = np.where(variances > 0, np.sqrt(np.abs(variances)), np.nan)
+    return result

@@ -1,0 +1,61 @@
+"""Starting points for EM runs: k-means++ seeding on heads fractions, or uniform random."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.estimation._counts import CountTable
+from shared.estimation._em import EPS
+
+# Initial weights are floored so a seed never starts with an empty component.
+_MIN_INIT_WEIGHT = 1e-3
+
+
+def kmeans_seeds(
+    table: CountTable, n_components: int, n_seeds: int, rng: np.random.RandomState
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-means++ seeding on the heads fractions, one seed per row.
+
+    Returns thetas (n_seeds, K) picked among the draws' fractions (each draw weighted by
+    its count, later centres favouring draws far from earlier ones), and weights (n_seeds, K)
+    from assigning every draw to its nearest centre.
+    """
+    fractions = table.heads / table.trials  # (M,)
+    centres = np.empty((n_seeds, n_components))
+    dist2 = np.full((n_seeds, fractions.size), np.inf)
+    mass = np.broadcast_to(table.counts, dist2.shape)
+    for j in range(n_components):
+        score = mass if j == 0 else mass * dist2
+        # When every draw already sits on a centre (fewer distinct fractions than K),
+        # fall back to picking by count alone.
+        stuck = score.sum(axis=1) <= 0
+        score = np.where(stuck[:, None], mass, score)
+        centres[:, j] = fractions[_pick(score, rng)]
+        dist2 = np.minimum(dist2, (fractions[None, :] - centres[:, j, None]) ** 2)
+    nearest = np.abs(fractions[None, :, None] - centres[:, None, :]).argmin(axis=2)  # (S, M)
+    weights = np.zeros((n_seeds, n_components))
+    rows = np.repeat(np.arange(n_seeds), fractions.size)
+    np.add.at(weights, (rows, nearest.ravel()), np.tile(table.counts, n_seeds))
+    return np.clip(centres, EPS, 1 - EPS), _normalise(weights)
+
+
+def random_seeds(
+    n_components: int, n_seeds: int, rng: np.random.RandomState
+) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform thetas and Dirichlet(1) weights, one seed per row; shapes (n_seeds, K)."""
+    thetas = rng.uniform(0.0, 1.0, size=(n_seeds, n_components))
+    weights = rng.dirichlet(np.ones(n_components), size=n_seeds)
+    return np.clip(thetas, EPS, 1 - EPS), _normalise(weights)
+
+
+def _pick(score: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+    """Sample one column per row with probability proportional to ``score`` (S, M)."""
+    cum = np.cumsum(score, axis=1)
+    u = rng.uniform(size=score.shape[0]) * cum[:, -1]
+    return np.minimum((cum <= u[:, None]).sum(axis=1), score.shape[1] - 1)
+
+
+def _normalise(weights: np.ndarray) -> np.ndarray:
+    """Floor and renormalise each row of weights (S, K) to sum to one."""
+    weights = np.maximum(weights / weights.sum(axis=1, keepdims=True), _MIN_INIT_WEIGHT)
+    return weights / weights.sum(axis=1, keepdims=True)
