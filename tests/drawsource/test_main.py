@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -45,12 +46,12 @@ def run_module(env: dict[str, str], timeout: float = 30) -> subprocess.Completed
     )
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A running ``python -m drawsource`` (seed 2024, list format) and its base URL."""
+@contextlib.contextmanager
+def serve(tmp_path: Path, **settings: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``python -m drawsource`` until healthy; yield its base URL and process."""
     port = free_port()
     log = (tmp_path / "drawsource.log").open("wb")
-    env = drawsource_env(port=str(port), seed="2024", format="list", threads="32")
+    env = drawsource_env(port=str(port), **settings)
     proc = subprocess.Popen(
         [sys.executable, "-m", "drawsource"],
         env=env,
@@ -88,6 +89,13 @@ def _read(tmp_path: Path) -> str:
     return (tmp_path / "drawsource.log").read_text(errors="replace")[-2000:]
 
 
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A running ``python -m drawsource`` with seed 2024 in list format."""
+    with serve(tmp_path, seed="2024", format="list", threads="32") as running:
+        yield running
+
+
 def test_module_serves_the_seeded_stream_to_concurrent_clients(
     served: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
@@ -117,6 +125,22 @@ def test_module_serves_the_seeded_stream_to_concurrent_clients(
 
     proc.terminate()
     assert proc.wait(timeout=15) == 0
+
+
+def test_module_answers_many_requests_at_once(tmp_path: Path) -> None:
+    latency, clients = 0.5, 48
+    with serve(tmp_path, latency_ms=str(latency * 1000)) as (base, _):
+
+        def fetch(_: int) -> int:
+            return requests.get(f"{base}/draw", timeout=30).status_code
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            statuses = list(pool.map(fetch, range(clients)))
+        elapsed = time.perf_counter() - start
+    assert statuses == [200] * clients
+    # One at a time would take clients * latency = 24 s; 64 threads overlap the delays.
+    assert latency <= elapsed < clients * latency / 4
 
 
 def test_busy_port_exits_nonzero_with_a_one_line_message() -> None:
