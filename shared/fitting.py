@@ -13,8 +13,7 @@ import numpy as np
 
 from shared.draws import expand_counts
 from shared.estimation import BinomialMixture, fit_gmm_proportions
-
-METHODS = ("em", "gmm")
+from shared.methods import EM, GMM
 
 
 def _floats(values: Any) -> list[float | None]:
@@ -74,7 +73,7 @@ def run_method(
     """Fit one method to ``[heads, trials, count]`` rows; returns K, BIC and the estimates."""
     heads, trials = expand_counts(counts)
     k, bic = choose_components(heads, trials, spec)
-    fit = {"em": fit_em, "gmm": fit_gmm}[method]
+    fit = {EM: fit_em, GMM: fit_gmm}[method]
     estimates = fit(heads, trials, k, spec)
     return {"method": method, "n_components": k, "bic": bic, "estimates": estimates}
 

@@ -1,0 +1,45 @@
+"""The Flask front end: ``create_app`` is the only place an app is built."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from flask import Flask
+from flask_smorest import Api
+
+from shared.config import Settings
+
+API_VERSION = "1.0.0"
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the API; ``overrides`` replaces settings fields (or sets Flask config keys)."""
+    overrides = dict(overrides or {})
+    setting_names = {f.name for f in dataclasses.fields(Settings)}
+    settings = dataclasses.replace(
+        Settings.from_env(), **{k: overrides.pop(k) for k in list(overrides) if k in setting_names}
+    )
+    settings.validate()
+
+    app = Flask(__name__)
+    app.config.update(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="EM-Coins",
+        API_VERSION=API_VERSION,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(overrides)
+
+    from api import errors, extensions, health, jobs
+
+    extensions.init_app(app)
+    api = Api(app, spec_kwargs={"info": {"description": "Estimate hidden coins' biases with EM."}})
+    api.register_blueprint(jobs.blp)
+    api.register_blueprint(health.blp)
+    errors.init_app(app, api)
+    return app

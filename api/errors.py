@@ -1,0 +1,141 @@
+"""The one place where exceptions become JSON errors: ``{"error": {code, message, details}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from flask import Flask, jsonify
+from flask_smorest import Api
+from kombu.exceptions import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from shared.config import Settings
+
+# HTTP status -> the code clients match on.
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_fields",
+    429: "too_many_jobs",
+    503: "unavailable",
+}
+
+
+class APIError(Exception):
+    """An error a route raises on purpose, with its status, code and details."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.code = code or _CODES.get(status, "error")
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+):
+    """A JSON error response in the envelope every error uses."""
+    body = {
+        "error": {
+            "code": code or _CODES.get(status, "error"),
+            "message": message,
+            "details": details or {},
+        }
+    }
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def flatten(messages: Any, prefix: str = "") -> dict[str, str]:
+    """Turn marshmallow's nested messages into ``{"counts.3.0": "Not a valid integer."}``."""
+    if isinstance(messages, dict):
+        flat: dict[str, str] = {}
+        for key, value in messages.items():
+            path = prefix if key == "_schema" else f"{prefix}.{key}" if prefix else str(key)
+            flat.update(flatten(value, path))
+        return flat
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return {prefix or "_request": " ".join(messages)}
+    if isinstance(messages, list):
+        flat = {}
+        for index, value in enumerate(messages):
+            flat.update(flatten(value, f"{prefix}.{index}" if prefix else str(index)))
+        return flat
+    return {prefix or "_request": str(messages)}
+
+
+def _http_error(exc: HTTPException):
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    messages = data.get("messages")
+    if status == 422 and messages:
+        # webargs nests field errors under the location ("json"); users want field paths.
+        details = flatten(messages.get("json", messages))
+        return error_response(422, "Some fields are invalid; see details.", details=details)
+    if status == 400 and messages:
+        return error_response(400, "The body is not valid JSON.", details=flatten(messages))
+    message = exc.description or exc.name
+    if status == 413:
+        limit = _settings_limit()
+        message = f"The body is larger than {limit} bytes (EMCOINS_MAX_BODY_BYTES)."
+    return error_response(status, message, headers=dict(getattr(exc, "headers", None) or {}))
+
+
+def _api_error(exc: APIError):
+    return error_response(
+        exc.status, exc.message, code=exc.code, details=exc.details, headers=exc.headers
+    )
+
+
+def _unavailable(exc: Exception):
+    # Redis (store or broker) is down or frozen: say so quickly instead of hanging or a 500.
+    settings = _settings()
+    return error_response(
+        503,
+        "The job store or queue is not answering; try again shortly.",
+        details={"dependency": "redis", "reason": type(exc).__name__},
+        headers={"Retry-After": str(settings.retry_after_seconds if settings else 1)},
+    )
+
+
+def _settings() -> Settings | None:
+    from flask import current_app
+
+    return current_app.config.get("SETTINGS")
+
+
+def _settings_limit() -> int:
+    settings = _settings()
+    return settings.max_body_bytes if settings else 0
+
+
+def init_app(app: Flask, api: Api) -> None:
+    """Register the handlers; they replace flask-smorest's own error format."""
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(APIError, _api_error)
+    app.register_error_handler(redis.RedisError, _unavailable)
+    app.register_error_handler(OperationalError, _unavailable)

@@ -1,0 +1,55 @@
+"""``python -m localstack run|demo``: start the stack, run the demo job, serve or exit."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from localstack.demo import format_job, run_demo_job
+from localstack.stack import PortBusy, Stack, StackConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m localstack", description=__doc__)
+    parser.add_argument("mode", choices=["run", "demo"], help="run: serve until Ctrl-C; demo: exit")
+    args = parser.parse_args(argv)
+    try:
+        config = StackConfig.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    # SIGTERM (from a supervisor) stops the stack as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stack = Stack(config)
+    try:
+        print("Starting Redis, the draw source, the workers and the API...", flush=True)
+        stack.start()
+        print(f"API: {stack.api_url}")
+        print(f"Draw source: {stack.drawsource_url}")
+        print(f"Logs: {stack.log_dir}", flush=True)
+        job = run_demo_job(stack.api_url, f"{stack.drawsource_url}/draw")
+        print(format_job(job), flush=True)
+        if job["status"] != "succeeded":
+            return 1
+        if args.mode == "run":
+            print("Serving; press Ctrl-C to stop.", flush=True)
+            while not stop.wait(0.5):
+                pass
+        return 0
+    except PortBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        print("Stopping...", file=sys.stderr, flush=True)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

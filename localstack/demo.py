@@ -1,0 +1,55 @@
+"""The demo job: 30 draws from the draw source, as in the original EM-Coins, and its estimates."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+FINAL = {"succeeded", "failed", "cancelled"}
+
+
+def run_demo_job(api_url: str, draw_url: str, *, draws: int = 30, timeout: float = 60.0) -> dict:
+    """Submit a job over HTTP and poll it until it finishes; returns the final job."""
+    response = requests.post(
+        f"{api_url}/jobs", json={"source": {"url": draw_url, "draws": draws}}, timeout=10
+    )
+    response.raise_for_status()
+    location = response.headers["Location"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = requests.get(f"{api_url}{location}", timeout=10).json()
+        if job["status"] in FINAL:
+            return job
+        time.sleep(0.1)
+    raise TimeoutError(f"job {location} did not finish in {timeout:.0f} s")
+
+
+def _row(values: list[Any] | None) -> str:
+    return "  ".join("   n/a" if v is None else f"{v:6.3f}" for v in values or [])
+
+
+def format_job(job: dict) -> str:
+    """A few lines of text with a finished job's estimates."""
+    if job["status"] != "succeeded":
+        error = job.get("error") or {}
+        return f"job {job['id']} {job['status']}: {error.get('code')}: {error.get('message')}"
+    result = job["result"]
+    lines = [f"job {job['id']} succeeded: {job['progress']['draws_total']} draws, "
+             f"{result['n_components']} coins"]
+    if "em" in result:
+        em = result["em"]
+        lines += [
+            f"  EM (best of {em['averaged']['restarts']} restarts)  thetas  {_row(em['thetas'])}",
+            f"{'':36}weights {_row(em['weights'])}",
+            f"{'':36}std err {_row(em['standard_errors'])}",
+            f"  EM (restart average){'':15}thetas  {_row(em['averaged']['thetas'])}",
+        ]
+    if "gmm" in result:
+        gmm = result["gmm"]
+        lines += [
+            f"  GMM baseline (heads fractions)     means   {_row(gmm['means'])}",
+            f"{'':36}weights {_row(gmm['weights'])}",
+        ]
+    return "\n".join(lines)
