@@ -15,6 +15,7 @@ from api.errors import APIError
 from shared.draws import aggregate_counts, parse_flip_string
 from shared.limits import limit_errors
 from shared.schemas import ErrorSchema, JobCreatedSchema, JobRequestSchema, JobSchema
+from shared.status import JobStatus
 from shared.store import JobNotFound, JobRecord
 from workers import canvas
 
@@ -108,7 +109,7 @@ class Jobs(MethodView):
             jobs.delete(job_id)
             raise
         url = f"/jobs/{job_id}"
-        return {"id": job_id, "status": "queued", "url": url}, 202, {"Location": url}
+        return {"id": job_id, "status": JobStatus.QUEUED, "url": url}, 202, {"Location": url}
 
 
 @blp.route("/<job_id>")
