@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make run` (or `make demo`) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m localstack run
+
+demo: $(STAMP)
+	$(BIN)/python -m localstack demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+	API_PORT=$${DEMO_API_PORT:-0} DRAWSOURCE_PORT=$${DEMO_DRAWSOURCE_PORT:-0} $(MAKE) --no-print-directory demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/fit.py
+	$(BIN)/python bench/e2e.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .coverage
