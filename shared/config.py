@@ -78,6 +78,8 @@ class Settings:
     retry_after_seconds: int = 1
     # Seconds the broker waits for an acknowledgement before redelivering a task.
     visibility_timeout: int = 300
+    # Log lines of the API and workers: "json" (one object per line) or "text".
+    log_format: str = "json"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +114,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+        if self.log_format not in ("json", "text"):
+            raise ConfigError(f"{PREFIX}LOG_FORMAT must be json or text, got {self.log_format!r}")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"{PREFIX}REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
 

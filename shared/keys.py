@@ -25,3 +25,27 @@ def job_draws(job_id: str) -> str:
 def unfinished_jobs() -> str:
     """Sorted set of the ids of jobs not yet finished, scored by creation time."""
     return f"{PREFIX}:jobs:unfinished"
+
+
+def job_plot(job_id: str, fmt: str) -> str:
+    """Cached bytes of a finished job's plot: ``emcoins:job:<id>:plot:<fmt>``."""
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"plot format {fmt!r} is not png or svg")
+    return f"{PREFIX}:job:{_checked(job_id)}:plot:{fmt}"
+
+
+def job_counted(job_id: str) -> str:
+    """Marker that a finished job was counted in the metrics once."""
+    return f"{PREFIX}:job:{_checked(job_id)}:counted"
+
+
+def metric_counters() -> str:
+    """Hash of the service's counters, field per label set: ``emcoins:metrics:counters``."""
+    return f"{PREFIX}:metrics:counters"
+
+
+def metric_histogram(name: str) -> str:
+    """Hash of one histogram's bucket counts, sum and count: ``emcoins:metrics:hist:<name>``."""
+    if not name or ":" in name:
+        raise ValueError(f"metric name {name!r} cannot name a Redis key")
+    return f"{PREFIX}:metrics:hist:{name}"
