@@ -9,8 +9,15 @@ from flask import Flask
 from flask_smorest import Api
 
 from shared.config import Settings
+from shared.schemas import ErrorSchema
 
 API_VERSION = "1.0.0"
+
+
+class JobsApi(Api):
+    """flask-smorest's Api, documenting our error envelope instead of its own."""
+
+    ERROR_SCHEMA = ErrorSchema
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -38,7 +45,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from api import errors, extensions, health, jobs
 
     extensions.init_app(app)
-    api = Api(app, spec_kwargs={"info": {"description": "Estimate hidden coins' biases with EM."}})
+    description = "Estimate the biases of hidden coins from observed draws with EM."
+    api = JobsApi(app, spec_kwargs={"info": {"description": description}})
     api.register_blueprint(jobs.blp)
     api.register_blueprint(health.blp)
     errors.init_app(app, api)
