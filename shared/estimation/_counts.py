@@ -20,16 +20,16 @@ _DENSE_SLOTS = 1 << 22
 class CountTable:
     """Distinct (heads, trials) pairs, their counts, and the constants the EM reuses.
 
-    Shapes: ``heads``, ``trials``, ``counts``, ``log_coef`` are (M,); ``design`` is (M, 2)
-    holding heads and tails; ``stats`` is (3, M) holding counts*heads, counts*trials, counts.
+    Shapes: ``heads``, ``trials``, ``counts``, ``log_coef`` are (M,); ``design_t`` is (2, M)
+    holding heads and tails; ``stats_t`` is (M, 3) holding counts*heads, counts*trials, counts.
     """
 
     heads: np.ndarray
     trials: np.ndarray
     counts: np.ndarray
     log_coef: np.ndarray
-    design: np.ndarray
-    stats: np.ndarray
+    design_t: np.ndarray
+    stats_t: np.ndarray
     n_draws: int
     total_log_coef: float
 
@@ -43,18 +43,24 @@ def tally(heads: np.ndarray, trials: np.ndarray) -> CountTable:
     """Collapse validated per-draw counts into a :class:`CountTable` in one O(N) pass."""
     h, n, c = _distinct_pairs(heads, trials)
     counts = c.astype(np.float64)
-    log_coef = gammaln(n + 1.0) - gammaln(h + 1.0) - gammaln(n - h + 1.0)
+    log_coef = log_binomial_coefficient(h, n)
     hf, nf = h.astype(np.float64), n.astype(np.float64)
     return CountTable(
         heads=h,
         trials=n,
         counts=counts,
         log_coef=log_coef,
-        design=np.column_stack((hf, nf - hf)),
-        stats=np.vstack((counts * hf, counts * nf, counts)),
+        design_t=np.vstack((hf, nf - hf)),
+        stats_t=np.column_stack((counts * hf, counts * nf, counts)),
         n_draws=int(heads.size),
         total_log_coef=float(counts @ log_coef),
     )
+
+
+def log_binomial_coefficient(heads: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """log C(trials, heads), elementwise, exact enough for millions of flips."""
+    h, n = heads.astype(np.float64), trials.astype(np.float64)
+    return gammaln(n + 1.0) - gammaln(h + 1.0) - gammaln(n - h + 1.0)
 
 
 def _distinct_pairs(heads: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, ...]:

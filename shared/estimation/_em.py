@@ -26,19 +26,22 @@ def e_step(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior of each coin for each pair, and each run's total log-likelihood.
 
-    Shapes: ``thetas`` and ``log_weights`` (R, K) -> responsibilities (R, M, K) and
+    Shapes: ``thetas`` and ``log_weights`` (R, K) -> responsibilities (R, K, M) and
     log-likelihoods (R,), including the binomial coefficients.
     """
-    log_p = np.stack((np.log(thetas), np.log1p(-thetas)), axis=1)  # (R, 2, K)
-    joint = table.design @ log_p  # (R, M, K)
-    joint += log_weights[:, None, :]
+    log_p = np.empty((thetas.shape[0], thetas.shape[1], 2))
+    np.log(thetas, out=log_p[:, :, 0])
+    np.log1p(-thetas, out=log_p[:, :, 1])
+    joint = log_p @ table.design_t  # (R, K, M)
+    joint += log_weights[:, :, None]
     # logsumexp over K by hand: scipy's costs far more than the arithmetic on a few pairs.
-    top = joint.max(axis=2, keepdims=True)
+    # K sits in the middle axis so numpy reduces it with whole-row operations.
+    top = joint.max(axis=1, keepdims=True)
     joint -= top
     np.exp(joint, out=joint)
-    norm = joint.sum(axis=2, keepdims=True)
+    norm = joint.sum(axis=1, keepdims=True)
     joint /= norm
-    log_norm = np.log(norm[..., 0]) + top[..., 0]  # (R, M)
+    log_norm = np.log(norm[:, 0, :]) + top[:, 0, :]  # (R, M)
     return joint, log_norm @ table.counts + table.total_log_coef
 
 
@@ -47,17 +50,18 @@ def m_step(
 ) -> tuple[np.ndarray, np.ndarray]:
     """New thetas and weights from responsibilities.
 
-    Shapes: ``resp`` (R, M, K), ``thetas`` and ``weights`` (R, K) -> thetas (R, K),
+    Shapes: ``resp`` (R, K, M), ``thetas`` and ``weights`` (R, K) -> thetas (R, K),
     weights (R, K). A component with no expected flips keeps its previous theta;
     ``learn=False`` keeps the weights as given.
     """
-    sums = table.stats @ resp  # (R, 3, K): expected heads, flips and draws per coin
-    flips = sums[:, 1, :]
-    new_thetas = np.divide(sums[:, 0, :], flips, out=thetas.copy(), where=flips > 0)
-    np.clip(new_thetas, EPS, 1.0 - EPS, out=new_thetas)
+    sums = resp @ table.stats_t  # (R, K, 3): expected heads, flips and draws per coin
+    flips = sums[:, :, 1]
+    new_thetas = np.divide(sums[:, :, 0], flips, out=thetas.copy(), where=flips > 0)
+    np.maximum(new_thetas, EPS, out=new_thetas)
+    np.minimum(new_thetas, 1.0 - EPS, out=new_thetas)
     if not learn:
         return new_thetas, weights
-    new_weights = np.maximum(sums[:, 2, :], _WEIGHT_FLOOR)
+    new_weights = np.maximum(sums[:, :, 2], _WEIGHT_FLOOR)
     new_weights /= table.n_draws
     return new_thetas, new_weights
 
@@ -110,13 +114,12 @@ def run_em(
     active = np.arange(n_runs)
     th, w = out.thetas.copy(), out.weights.copy()
     resp, ll = e_step(table, th, np.log(w))
-    rows = []
+    rows: list[np.ndarray] = []
+    segments = [(0, active)]  # (first iteration, runs still active from then on)
     for iteration in range(1, max_iter + 1):
         th, w = m_step(table, resp, th, w, learn)
         resp, new_ll = e_step(table, th, np.log(w))
-        row = np.full(n_runs, np.nan)
-        row[active] = new_ll
-        rows.append(row)
+        rows.append(new_ll)
         done = np.abs(new_ll - ll) < _threshold(tol, new_ll)
         ll = new_ll
         if done.any():
@@ -129,17 +132,28 @@ def run_em(
             active, th, w, resp, ll = active[keep], th[keep], w[keep], resp[keep], ll[keep]
             if active.size == 0:
                 break
+            segments.append((iteration, active))
     if active.size:
         out.thetas[active], out.weights[active] = th, w
         out.log_likelihood[active] = ll
         out.n_iter[active] = max_iter
-    if rows:
-        out.history = np.vstack(rows)
+    out.history = _history(rows, segments, n_runs)
     return out
 
 
-def _threshold(tol: float, ll: np.ndarray) -> np.ndarray | float:
+def _history(rows: list[np.ndarray], segments: list, n_runs: int) -> np.ndarray:
+    """Assemble per-iteration log-likelihoods of the active runs into a (T, R) array."""
+    history = np.full((len(rows), n_runs), np.nan)
+    bounds = [start for start, _ in segments[1:]] + [len(rows)]
+    for (start, active), end in zip(segments, bounds, strict=True):
+        if end > start:
+            history[start:end, active] = np.vstack(rows[start:end])
+    return history
+
+
+def _threshold(tol: float, ll: np.ndarray) -> float:
     """Convergence threshold per run: ``tol``, but never below the rounding noise of ``ll``."""
     if tol <= 0:
         return 0.0
-    return np.maximum(tol, _ULPS * np.abs(ll))
+    # All runs share the data, so their log-likelihoods have one magnitude.
+    return max(tol, _ULPS * abs(float(ll[0])))

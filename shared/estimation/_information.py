@@ -24,8 +24,8 @@ def observed_information(
     learned (the last weight is 1 minus the others) and P = K when they are fixed.
     """
     k = thetas.size
-    resp = e_step(table, thetas[None, :], np.log(weights)[None, :])[0][0]  # (M, K)
-    h, t = table.design[:, :1], table.design[:, 1:]
+    resp = e_step(table, thetas[None, :], np.log(weights)[None, :])[0][0].T  # (M, K)
+    h, t = table.design_t[0][:, None], table.design_t[1][:, None]
     score = h / thetas - t / (1 - thetas)  # d log f / d theta, (M, K)
     curv = -h / thetas**2 - t / (1 - thetas) ** 2  # d2 log f / d theta2, (M, K)
     c = table.counts

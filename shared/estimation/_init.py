@@ -16,12 +16,13 @@ def kmeans_seeds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """k-means++ seeding on the heads fractions, one seed per row.
 
-    Returns thetas (n_seeds, K) picked among the draws' fractions (each draw weighted by
-    its count, later centres favouring draws far from earlier ones), and weights (n_seeds, K)
+    Returns thetas (n_seeds, K) near fractions of picked draws (each draw weighted by its
+    count, later centres favouring draws far from earlier ones), and weights (n_seeds, K)
     from assigning every draw to its nearest centre.
     """
     fractions = table.heads / table.trials  # (M,)
     centres = np.empty((n_seeds, n_components))
+    starts = np.empty((n_seeds, n_components))
     dist2 = np.full((n_seeds, fractions.size), np.inf)
     mass = np.broadcast_to(table.counts, dist2.shape)
     for j in range(n_components):
@@ -30,13 +31,18 @@ def kmeans_seeds(
         # fall back to picking by count alone.
         stuck = score.sum(axis=1) <= 0
         score = np.where(stuck[:, None], mass, score)
-        centres[:, j] = fractions[_pick(score, rng)]
+        picked = _pick(score, rng)
+        centres[:, j] = fractions[picked]
+        # The start is the picked draw's fraction with one extra flip of random outcome:
+        # never exactly 0 or 1 (where EM would crawl), and diverse even with few draws.
+        jitter = rng.uniform(size=n_seeds)
+        starts[:, j] = (table.heads[picked] + jitter) / (table.trials[picked] + 1.0)
         dist2 = np.minimum(dist2, (fractions[None, :] - centres[:, j, None]) ** 2)
     nearest = np.abs(fractions[None, :, None] - centres[:, None, :]).argmin(axis=2)  # (S, M)
     weights = np.zeros((n_seeds, n_components))
     rows = np.repeat(np.arange(n_seeds), fractions.size)
     np.add.at(weights, (rows, nearest.ravel()), np.tile(table.counts, n_seeds))
-    return np.clip(centres, EPS, 1 - EPS), _normalise(weights)
+    return np.clip(starts, EPS, 1 - EPS), _normalise(weights)
 
 
 def random_seeds(
@@ -59,3 +65,35 @@ def _normalise(weights: np.ndarray) -> np.ndarray:
     """Floor and renormalise each row of weights (S, K) to sum to one."""
     weights = np.maximum(weights / weights.sum(axis=1, keepdims=True), _MIN_INIT_WEIGHT)
     return weights / weights.sum(axis=1, keepdims=True)
+
+
+def boundary_starts(
+    table: CountTable,
+    thetas: np.ndarray,
+    weights: np.ndarray,
+    share: float,
+    rng: np.random.RandomState,
+) -> None:
+    """Put one coin of a ``share`` of the seeds exactly on 0 or 1, in place.
+
+    A maximum with a coin on the boundary taking a few all-tails (or all-heads) draws has a
+    flat, narrow basin that interior starts rarely reach; a start on the boundary is already
+    in it, and EM leaves such a start slowly, so it is only kept when it scores best.
+    Shapes: ``thetas``, ``weights`` (S, K). Only sides that some draw could come from are used.
+    """
+    zero = table.counts[table.heads == 0].sum()
+    full = table.counts[table.heads == table.trials].sum()
+    sides = [(s, m) for s, m in ((0, zero), (1, full)) if m > 0]
+    n_seeds, k = thetas.shape
+    chosen = np.flatnonzero(rng.uniform(size=n_seeds) < share)
+    if not sides or k < 2 or chosen.size == 0:
+        return
+    side = rng.randint(len(sides), size=chosen.size)
+    for i, s in zip(chosen, side, strict=True):
+        which, mass = sides[s]
+        j = thetas[i].argmax() if which else thetas[i].argmin()
+        thetas[i, j] = 1 - EPS if which else EPS
+        share_j = mass / table.n_draws * rng.uniform(0.05, 1.0)
+        others = np.delete(np.arange(k), j)
+        weights[i, others] *= (1 - share_j) / weights[i, others].sum()
+        weights[i, j] = share_j

@@ -8,17 +8,16 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import gammaln
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from shared.draws import parse_flip_strings
-from shared.estimation._counts import CountTable, tally
+from shared.estimation._counts import CountTable, log_binomial_coefficient, tally
 from shared.estimation._em import EPS, Runs, log_likelihood, run_em
 from shared.estimation._information import standard_errors
-from shared.estimation._init import kmeans_seeds, random_seeds
+from shared.estimation._init import boundary_starts, kmeans_seeds, random_seeds
 from shared.estimation._validation import (
     check_counts,
     check_n_components,
@@ -31,6 +30,10 @@ from shared.estimation._validation import (
 _TRIALS_PER_RESTART = 10
 _MIN_TRIALS = 50
 _SCREEN_ITER = 15
+# Share of the trial runs that start with one coin on the boundary (see boundary_starts).
+_BOUNDARY_SHARE = 0.2
+# Screened runs whose sorted thetas all lie within this distance count as the same basin.
+_SAME_BASIN = 0.02
 # A theta this close to the boundary is tried on it, kept there if that is no worse:
 # EM creeps towards a boundary maximum geometrically and stops short of it.
 _SNAP = 1e-4
@@ -173,6 +176,7 @@ class BinomialMixture(BaseEstimator):
                 raise ValueError(
                     f"init must be 'kmeans', 'random' or an array of {k} thetas, got {self.init!r}"
                 )
+            boundary_starts(table, thetas, weights, _BOUNDARY_SHARE, rng)
         else:
             thetas = self._explicit_init(k)[None, :]
             weights = np.full((1, k), 1.0 / k)
@@ -211,7 +215,7 @@ class BinomialMixture(BaseEstimator):
         screen_iter = min(_SCREEN_ITER, max_iter)
         screen = run_em(table, thetas, weights, learn=learn, tol=tol, max_iter=screen_iter)
         n_keep = min(check_positive_int(self.n_init, "n_init"), thetas.shape[0])
-        best = np.argsort(-screen.log_likelihood, kind="stable")[:n_keep]
+        best = _diverse_best(screen, n_keep)
         runs = _select(screen, best)
         todo = np.flatnonzero(~runs.converged)
         if todo.size and max_iter > screen_iter:
@@ -266,9 +270,12 @@ class BinomialMixture(BaseEstimator):
 
     def _log_joint(self, heads: np.ndarray, trials: np.ndarray) -> np.ndarray:
         """log(weight_k) + log binomial pmf for each draw and coin; shape (N, K)."""
-        table = _per_draw_table(heads, trials)
-        log_p = np.vstack((np.log(self.thetas_), np.log1p(-self.thetas_)))
-        return table.design @ log_p + table.log_coef[:, None] + np.log(self.weights_)
+        log_pmf = (
+            heads[:, None] * np.log(self.thetas_)
+            + (trials - heads)[:, None] * np.log1p(-self.thetas_)
+            + log_binomial_coefficient(heads, trials)[:, None]
+        )
+        return log_pmf + np.log(self.weights_)
 
     def _log_evidence(self, heads: np.ndarray, trials: np.ndarray) -> np.ndarray:
         """Log-likelihood of each draw (logsumexp over coins); shape (N,)."""
@@ -282,6 +289,25 @@ def select_components(
 ) -> tuple[int, dict[int, float]]:
     """Best K by BIC among 1 .. max_components, and every K's BIC; ``settings`` as for the class."""
     return BinomialMixture(**settings).select_components(heads, trials, max_components)
+
+
+def _diverse_best(runs: Runs, n_keep: int) -> np.ndarray:
+    """Indices of ``n_keep`` runs: the best of each distinct basin first, then the next best.
+
+    After a short screen a slow run towards a better but flat maximum can trail many runs
+    heading for one worse point; keeping one run per basin keeps it in the race.
+    """
+    ll = runs.log_likelihood
+    key = np.sort(runs.thetas, axis=1)
+    apart = np.abs(key[:, None, :] - key[None, :, :]).max(axis=2) > _SAME_BASIN  # (S, S)
+    open_ = np.ones(ll.size, dtype=bool)
+    chosen: list[int] = []
+    while len(chosen) < n_keep and open_.any():
+        pick = int(np.argmax(np.where(open_, ll, -np.inf)))
+        chosen.append(pick)
+        open_ &= apart[pick]
+    rest = [i for i in np.argsort(-ll, kind="stable") if i not in set(chosen)]
+    return np.array(chosen + rest[: n_keep - len(chosen)], dtype=np.int64)
 
 
 def _select(runs: Runs, index: np.ndarray) -> Runs:
@@ -323,20 +349,3 @@ def _snap_to_boundary(table: CountTable, runs: Runs) -> None:
         better = near & (ll >= runs.log_likelihood)
         runs.thetas[better] = trial[better]
         runs.log_likelihood[better] = ll[better]
-
-
-def _per_draw_table(heads: np.ndarray, trials: np.ndarray) -> CountTable:
-    """A one-row-per-draw table (no aggregation), for per-draw outputs."""
-    hf, nf = heads.astype(np.float64), trials.astype(np.float64)
-    ones = np.ones_like(hf)
-    log_coef = gammaln(nf + 1) - gammaln(hf + 1) - gammaln(nf - hf + 1)
-    return CountTable(
-        heads=heads,
-        trials=trials,
-        counts=ones,
-        log_coef=log_coef,
-        design=np.column_stack((hf, nf - hf)),
-        stats=np.vstack((hf, nf, ones)),
-        n_draws=heads.size,
-        total_log_coef=float(log_coef.sum()),
-    )
