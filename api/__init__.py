@@ -42,12 +42,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(overrides)
 
-    from api import errors, extensions, health, jobs
+    from api import docs, errors, extensions, health, jobs, metrics, plots, web
 
     extensions.init_app(app)
+    metrics.init_app(app)
+    docs.configure(app)
     description = "Estimate the biases of hidden coins from observed draws with EM."
     api = JobsApi(app, spec_kwargs={"info": {"description": description}})
     api.register_blueprint(jobs.blp)
     api.register_blueprint(health.blp)
+    api.register_blueprint(plots.blp)
+    api.register_blueprint(metrics.blp)
+    web.init_app(app)
     errors.init_app(app, api)
     return app

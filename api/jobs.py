@@ -10,7 +10,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api import extensions
+from api import extensions, metrics
 from api.errors import APIError
 from shared.draws import aggregate_counts, parse_flip_string
 from shared.limits import limit_errors
@@ -108,6 +108,7 @@ class Jobs(MethodView):
             # Not queued means not accepted: leave nothing behind that would look pending.
             jobs.delete(job_id)
             raise
+        metrics.job_submitted(job_id)
         url = f"/jobs/{job_id}"
         return {"id": job_id, "status": JobStatus.QUEUED, "url": url}, 202, {"Location": url}
 
@@ -141,4 +142,5 @@ class Job(MethodView):
                 details={"status": current.status.value},
             )
         canvas.revoke(job_id, record.spec, batch_size=extensions.settings().fetch_batch_size)
+        metrics.job_cancelled(job_id)
         return job_view(jobs.get(job_id))

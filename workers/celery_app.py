@@ -6,8 +6,11 @@ and ``celery -A workers.celery_app worker -Q cpu`` (fitting).
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
 
+from celery import Celery, signals
+
+from shared import logs
 from shared.config import Settings, get_settings
 
 IO_QUEUE = "io"
@@ -55,3 +58,10 @@ def configure(app: Celery, settings: Settings) -> Celery:
 
 
 app = configure(Celery("emcoins", include=["workers.tasks"]), get_settings())
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_) -> None:
+    """Worker log lines in EMCOINS_LOG_FORMAT (JSON by default), with the task's job id."""
+    logs.apply_format(logger, get_settings().log_format)

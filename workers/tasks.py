@@ -7,11 +7,13 @@ import os
 from typing import Any
 
 import redis
+from celery.signals import task_postrun, task_prerun
 
 from shared.config import get_settings
 from shared.draws import aggregate_counts
 from shared.errors import InvalidDrawError
 from shared.fitting import merge_results, run_method
+from shared.metrics import TaskObserver
 from shared.status import ErrorCode
 from shared.store import JobNotFound, JobStore
 from workers.celery_app import app
@@ -127,3 +129,17 @@ def finish(parts: list[dict[str, Any] | None], job_id: str) -> None:
     if any(part is None for part in parts):
         return
     store().succeed(job_id, merge_results(parts))
+
+
+# Metrics and log context around every task; the work is in shared.metrics.TaskObserver.
+_observer = TaskObserver(store, ttl_seconds=get_settings().job_ttl_seconds)
+
+
+@task_prerun.connect
+def _task_started(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    _observer.started(task_id, getattr(task, "name", ""))
+
+
+@task_postrun.connect
+def _task_finished(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    _observer.finished(task_id, getattr(task, "name", ""))

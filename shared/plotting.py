@@ -1,0 +1,117 @@
+"""A finished job as a picture: the heads fractions' histogram with each method's fit over it.
+
+Pure: counts and result in, image bytes out. Drawn on a bare ``Figure`` with the Agg
+canvas, so nothing touches pyplot's global state and threads can draw at once.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from scipy.stats import binom, norm  # noqa: E402
+
+FORMATS = ("png", "svg")
+# Draws of one length up to this many flips get one bar per possible heads count.
+_MAX_EXACT_FLIPS = 60
+_DEFAULT_BINS = 20
+
+
+def bin_edges(counts: Sequence[Sequence[int]]) -> np.ndarray:
+    """Histogram edges on the heads fraction: one bar per k/n when every draw has n flips."""
+    lengths = {int(row[1]) for row in counts}
+    if len(lengths) == 1 and (n := lengths.pop()) <= _MAX_EXACT_FLIPS:
+        return (np.arange(n + 2) - 0.5) / n
+    return np.linspace(0.0, 1.0, _DEFAULT_BINS + 1)
+
+
+def histogram(counts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(edges, draws per bar)`` of the heads fraction of ``[heads, flips, count]`` rows."""
+    edges = bin_edges(counts)
+    rows = np.asarray(counts, dtype=float).reshape(-1, 3)
+    heights, _ = np.histogram(rows[:, 0] / rows[:, 1], bins=edges, weights=rows[:, 2])
+    return edges, heights
+
+
+def binomial_expected(
+    counts: Sequence[Sequence[int]], edges: np.ndarray, theta: float, weight: float
+) -> np.ndarray:
+    """Draws per bar that one binomial component predicts, given the draws' lengths."""
+    rows = np.asarray(counts, dtype=int).reshape(-1, 3)
+    expected = np.zeros(len(edges) - 1)
+    for n in np.unique(rows[:, 1]):
+        draws = rows[rows[:, 1] == n, 2].sum()
+        k = np.arange(n + 1)
+        # Fractions in the last bar's right edge belong to it, as in np.histogram.
+        bar = np.clip(np.searchsorted(edges, k / n, side="right") - 1, 0, len(edges) - 2)
+        np.add.at(expected, bar, draws * weight * binom.pmf(k, n, theta))
+    return expected
+
+
+def _draw_em(ax, counts, edges, em: dict[str, Any]) -> None:
+    centres = (edges[:-1] + edges[1:]) / 2
+    total = np.zeros(len(centres))
+    for i, (theta, weight) in enumerate(zip(em["thetas"], em["weights"], strict=True)):
+        expected = binomial_expected(counts, edges, theta, weight)
+        total += expected
+        ax.plot(
+            centres, expected, "o--", color=f"C{i + 1}", markersize=3, linewidth=1,
+            label=f"EM coin {i + 1}: θ={theta:.3f}, weight {weight:.2f}",
+        )
+    ax.plot(centres, total, "-", color="black", linewidth=1.5, label="EM mixture")
+
+
+def _draw_gmm(ax, counts, edges, gmm: dict[str, Any]) -> None:
+    draws = float(np.asarray(counts, dtype=float).reshape(-1, 3)[:, 2].sum())
+    width = float(np.mean(np.diff(edges)))
+    x = np.linspace(edges[0], edges[-1], 400)
+    parts = zip(gmm["means"], gmm["stds"], gmm["weights"], strict=True)
+    for i, (mean, std, weight) in enumerate(parts):
+        if std is None or not std > 0:
+            continue
+        # A density times draws times bar width is in draws per bar, like the bars.
+        ax.plot(
+            x, draws * width * weight * norm.pdf(x, mean, std), ":", color=f"C{i + 1}",
+            linewidth=1.5, label=f"GMM {i + 1}: μ={mean:.3f}, σ={std:.3f}, weight {weight:.2f}",
+        )
+
+
+def figure(counts: Sequence[Sequence[int]], result: dict[str, Any]) -> Figure:
+    """The job's figure: bars of draws per heads fraction, EM and GMM fits drawn over them."""
+    edges, heights = histogram(counts)
+    fig = Figure(figsize=(10.5, 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.bar(
+        edges[:-1], heights, width=np.diff(edges), align="edge", color="#c8d6e5",
+        edgecolor="#576574", linewidth=0.6, label=f"draws ({int(heights.sum())})",
+    )
+    if result.get("em"):
+        _draw_em(ax, counts, edges, result["em"])
+    if result.get("gmm"):
+        _draw_gmm(ax, counts, edges, result["gmm"])
+    ax.set_xlim(min(edges[0], 0.0), max(edges[-1], 1.0))
+    ax.set_xlabel("heads fraction per draw")
+    ax.set_ylabel("draws")
+    ax.set_title(f"{int(heights.sum())} draws, {result.get('n_components', '?')} coins")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def render(counts: Sequence[Sequence[int]], result: dict[str, Any], fmt: str = "png") -> bytes:
+    """The figure as PNG or SVG bytes."""
+    if fmt not in FORMATS:
+        raise ValueError(f"plot format {fmt!r} is not one of {', '.join(FORMATS)}")
+    buffer = io.BytesIO()
+    # No timestamp in the file: the same job draws the same bytes.
+    metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+    figure(counts, result).savefig(buffer, format=fmt, metadata=metadata)
+    return buffer.getvalue()
