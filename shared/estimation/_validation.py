@@ -97,7 +97,7 @@ def _as_count_array(values: Any, name: str) -> np.ndarray:
         if bad.any():
             where = np.unravel_index(int(np.flatnonzero(bad)[0]), arr.shape) if arr.ndim else ()
             label = f"{name}[{', '.join(map(str, where))}]" if arr.ndim else name
-            raise ValueError(f"{label} = {arr[where]!r} is not an integer count")
+            raise ValueError(f"{label} = {float(arr[where])} is not an integer count")
     return arr.astype(np.int64, copy=False)
 
 
