@@ -110,6 +110,11 @@ class Stack:
                 "DRAWSOURCE_HOST": self.config.host,
                 "DRAWSOURCE_PORT": str(self.drawsource_port),
                 "PYTHONUNBUFFERED": "1",
+                # Each prefork child runs one fit; BLAS or OpenMP threads on top of
+                # them would oversubscribe the cores.
+                "OMP_NUM_THREADS": "1",
+                "OPENBLAS_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
             }
         )
         env.update(self.config.env)

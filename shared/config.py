@@ -58,9 +58,10 @@ class Settings:
     redis_timeout: float = 2.0
     job_ttl_seconds: int = 24 * 3600
     # Draws fetched by one subtask; a job of N draws fans out into ceil(N / size) subtasks.
+    # One subtask per draw would cost more in Celery overhead than the fetch itself.
     fetch_batch_size: int = 30
-    # Concurrent requests within one fetch subtask.
-    fetch_concurrency: int = 16
+    # Concurrent requests per worker process (a thread pool shared by its fetch subtasks).
+    fetch_concurrency: int = 32
     fetch_connect_timeout: float = 2.0
     fetch_read_timeout: float = 5.0
     # Attempts per draw request (first try included), with exponential backoff and jitter.

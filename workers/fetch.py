@@ -60,6 +60,11 @@ class DrawFetcher:
         self.sleep = sleep
         self._rng = random.Random()
         self._lock = threading.Lock()
+        # Kept for the process's life: starting dozens of threads per batch costs
+        # milliseconds on the hot path of every job.
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.fetch_concurrency, thread_name_prefix="draw"
+        )
 
     def fetch(
         self,
@@ -69,7 +74,6 @@ class DrawFetcher:
         cancelled: Callable[[], bool] = lambda: False,
     ) -> list[tuple[int, int]]:
         """``(heads, trials)`` for each draw index, fetched concurrently, in index order."""
-        workers = max(1, min(self.settings.fetch_concurrency, len(indices)))
         stop = threading.Event()
 
         def one(index: int) -> tuple[int, int]:
@@ -83,16 +87,15 @@ class DrawFetcher:
                 stop.set()
                 raise
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="draw") as pool:
-            futures = [pool.submit(one, i) for i in indices]
-            results: list[tuple[int, int]] = []
-            first_error: BaseException | None = None
-            for future in futures:
-                try:
-                    results.append(future.result())
-                except BaseException as exc:  # noqa: BLE001 - re-raised below, in index order
-                    if first_error is None or _rank(exc) < _rank(first_error):
-                        first_error = exc
+        futures = [self._pool.submit(one, i) for i in indices]
+        results: list[tuple[int, int]] = []
+        first_error: BaseException | None = None
+        for future in futures:
+            try:
+                results.append(future.result())
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, in index order
+                if first_error is None or _rank(exc) < _rank(first_error):
+                    first_error = exc
         if first_error is not None:
             raise first_error
         return results
