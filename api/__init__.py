@@ -38,9 +38,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        JSON_SORT_KEYS=False,
     )
     app.config.update(overrides)
+    # Keep the order the schemas declare (id, status, progress...), not alphabetical.
+    app.json.sort_keys = False
 
     from api import docs, errors, extensions, health, jobs, metrics, plots, web
 

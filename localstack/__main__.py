@@ -11,6 +11,10 @@ from localstack.demo import format_job, run_demo_job
 from localstack.stack import PortBusy, Stack, StackConfig
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m localstack", description=__doc__)
@@ -23,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     stop = threading.Event()
-    # SIGTERM (from a supervisor) stops the stack as Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM (from a supervisor) stops the stack as Ctrl-C does; SIGINT is set
+    # explicitly because a shell starts background jobs with it ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     stack = Stack(config)
     try:
         print("Starting Redis, the draw source, the workers and the API...", flush=True)
@@ -32,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"API: {stack.api_url}")
         print(f"Draw source: {stack.drawsource_url}")
         print(f"Logs: {stack.log_dir}", flush=True)
+        print(f"Web page: {stack.api_url}/  API docs: {stack.api_url}/docs  "
+              f"Metrics: {stack.api_url}/metrics")
+        if stack.redis is not None:
+            print("Flower (task monitor), in another shell: "
+                  f".venv/bin/celery -A workers.celery_app flower --broker={stack.redis.url}",
+                  flush=True)
         job = run_demo_job(stack.api_url, f"{stack.drawsource_url}/draw")
         print(format_job(job), flush=True)
         if job["status"] != "succeeded":

@@ -26,30 +26,32 @@ def run_demo_job(api_url: str, draw_url: str, *, draws: int = 30, timeout: float
     raise TimeoutError(f"job {location} did not finish in {timeout:.0f} s")
 
 
-def _row(values: list[Any] | None) -> str:
-    return "  ".join("   n/a" if v is None else f"{v:6.3f}" for v in values or [])
+def _cells(values: list[Any] | None) -> str:
+    return " ".join("  n/a" if v is None else f"{v:5.3f}" for v in values or [])
 
 
 def format_job(job: dict) -> str:
-    """A few lines of text with a finished job's estimates."""
+    """A small table of a finished job's estimates."""
     if job["status"] != "succeeded":
         error = job.get("error") or {}
         return f"job {job['id']} {job['status']}: {error.get('code')}: {error.get('message')}"
     result = job["result"]
-    lines = [f"job {job['id']} succeeded: {job['progress']['draws_total']} draws, "
-             f"{result['n_components']} coins"]
+    rows = [("method", "thetas", "weights", "std errors")]
     if "em" in result:
         em = result["em"]
-        lines += [
-            f"  EM (best of {em['averaged']['restarts']} restarts)  thetas  {_row(em['thetas'])}",
-            f"{'':36}weights {_row(em['weights'])}",
-            f"{'':36}std err {_row(em['standard_errors'])}",
-            f"  EM (restart average){'':15}thetas  {_row(em['averaged']['thetas'])}",
-        ]
+        averaged = em["averaged"]
+        rows.append((f"EM, best of {averaged['restarts']} restarts", _cells(em["thetas"]),
+                     _cells(em["weights"]), _cells(em["standard_errors"])))
+        rows.append(("EM, restart average", _cells(averaged["thetas"]),
+                     _cells(averaged["weights"]), ""))
     if "gmm" in result:
         gmm = result["gmm"]
-        lines += [
-            f"  GMM baseline (heads fractions)     means   {_row(gmm['means'])}",
-            f"{'':36}weights {_row(gmm['weights'])}",
-        ]
+        rows.append(("GMM baseline (means)", _cells(gmm["means"]), _cells(gmm["weights"]), ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        f"job {job['id']} succeeded: {job['progress']['draws_total']} draws, "
+        f"{result['n_components']} coins"
+    ]
+    lines += ["  " + "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+              for row in rows]
     return "\n".join(lines)
