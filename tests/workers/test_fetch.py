@@ -1,0 +1,121 @@
+"""Fetching draws over real HTTP: retries per request, errors that name the draw and the URL."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from shared.config import Settings
+from shared.errors import InvalidDrawError
+from workers.fetch import Cancelled, DrawFetcher, SourceUnavailable, make_session
+
+
+class _Scripted(http.server.BaseHTTPRequestHandler):
+    """Answers GETs from a script: a list of (status, body, headers), then the last forever."""
+
+    script: list[tuple[int, bytes, dict[str, str]]] = []
+    hits: list[str] = []
+    lock = threading.Lock()
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        with self.lock:
+            self.hits.append(self.path)
+            status, body, headers = self.script[min(len(self.hits) - 1, len(self.script) - 1)]
+        self.send_response(status)
+        for name, value in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., str]]:
+    servers = []
+
+    def start(*answers) -> str:
+        handler = type("Handler", (_Scripted,), {"script": list(answers), "hits": []})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append((server, handler))
+        return f"http://127.0.0.1:{server.server_port}/draw"
+
+    start.hits = lambda: servers[-1][1].hits  # type: ignore[attr-defined]
+    yield start
+    for server, _ in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def ok(flips) -> tuple[int, bytes, dict]:
+    return 200, json.dumps({"flips": flips}).encode(), {"Content-Type": "application/json"}
+
+
+def fetcher(**overrides) -> tuple[DrawFetcher, list[float]]:
+    settings = Settings(**{"fetch_attempts": 4, "fetch_read_timeout": 2.0, **overrides})
+    sleeps: list[float] = []
+    return DrawFetcher(make_session(4), settings, sleep=sleeps.append), sleeps
+
+
+def test_fetches_in_index_order(scripted):
+    url = scripted(ok("HHT"))
+    draws, _ = fetcher()
+    assert draws.fetch(url, range(5)) == [(2, 3)] * 5
+
+
+def test_transient_errors_are_retried_per_request(scripted):
+    url = scripted((503, b"busy", {}), (500, b"oops", {}), ok([1, 0, 1, 1]))
+    draws, sleeps = fetcher()
+    assert draws.fetch_one(url, 0) == (3, 4)
+    assert len(scripted.hits()) == 3
+    # Backoff grows: each wait lies in [base * 2**k / 2, base * 2**k].
+    base = Settings().fetch_backoff
+    assert len(sleeps) == 2
+    for attempt, slept in enumerate(sleeps, start=1):
+        assert base * 2**attempt / 2 <= slept <= base * 2**attempt
+
+
+def test_gives_up_after_the_attempts_naming_url_and_draw(scripted):
+    url = scripted((503, b"busy", {}))
+    draws, sleeps = fetcher(fetch_attempts=3)
+    with pytest.raises(SourceUnavailable) as info:
+        draws.fetch_one(url, 7)
+    assert url in str(info.value) and "draw 7" in str(info.value) and "HTTP 503" in str(info.value)
+    assert len(scripted.hits()) == 3 and len(sleeps) == 2
+
+
+def test_client_errors_and_redirects_are_not_retried(scripted):
+    url = scripted((302, b"", {"Location": "http://169.254.169.254/"}))
+    draws, _ = fetcher()
+    with pytest.raises(SourceUnavailable, match="HTTP 302"):
+        draws.fetch_one(url, 0)
+    assert len(scripted.hits()) == 1
+
+
+def test_refused_connection_is_source_unavailable():
+    draws, sleeps = fetcher(fetch_attempts=2)
+    with pytest.raises(SourceUnavailable, match="ConnectionError"):
+        draws.fetch_one("http://127.0.0.1:9/draw", 0)
+    assert len(sleeps) == 1
+
+
+def test_garbage_is_invalid_and_names_the_first_bad_draw(scripted):
+    url = scripted(ok("HT"), ok("HT"), (200, b"not json", {}), ok("HX"))
+    draws, _ = fetcher(fetch_concurrency=1)
+    with pytest.raises(InvalidDrawError) as info:
+        draws.fetch(url, range(4))
+    assert info.value.index == 2 and "not JSON" in str(info.value)
+
+
+def test_cancellation_stops_the_batch(scripted):
+    url = scripted(ok("HT"))
+    draws, _ = fetcher()
+    with pytest.raises(Cancelled):
+        draws.fetch(url, range(10), cancelled=lambda: True)
+    assert scripted.hits() == []
