@@ -38,7 +38,7 @@ def test_source_canvas_fetches_then_fits_then_finishes():
     ]
     assert all(t["immutable"] for t in header)
     fits = body["kwargs"]["header"]
-    assert [(t["task"], t["args"]) for t in fits] == [
+    assert [(t["task"], list(t["args"])) for t in fits] == [
         ("emcoins.fit", ["job", "em"]),
         ("emcoins.fit", ["job", "gmm"]),
     ]
