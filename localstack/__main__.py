@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Web page: {stack.api_url}/  API docs: {stack.api_url}/docs  "
               f"Metrics: {stack.api_url}/metrics")
         if stack.redis is not None:
+            # The app configures its broker from EMCOINS_REDIS_URL; flower's own --broker
+            # reaches only part of Flower (its inspector would still dial the default).
             print("Flower (task monitor), in another shell: "
+                  f"EMCOINS_REDIS_URL={stack.redis.url} "
                   f".venv/bin/celery -A workers.celery_app flower --broker={stack.redis.url}",
                   flush=True)
         job = run_demo_job(stack.api_url, f"{stack.drawsource_url}/draw")

@@ -234,15 +234,13 @@ class TaskObserver:
 
     def finished(self, task_id: str | None, name: str) -> None:
         """Record a fetch's duration and count the job if this task finished it."""
+        # The job id stays set: Celery logs the task's outcome after this signal.
         started = self._started.pop(task_id, None) if task_id else None
         job_id = self.job_of(task_id)
-        try:
-            if job_id is None:
-                return
-            store = self.store()
-            recorder = Metrics(store.client, ttl_seconds=self.ttl_seconds)
-            if name == FETCH_TASK and started is not None:
-                recorder.observe(FETCH_DURATION, time.monotonic() - started)
-            recorder.job_finished_by_id(store, job_id)
-        finally:
-            logs.current_job.set(None)
+        if job_id is None:
+            return
+        store = self.store()
+        recorder = Metrics(store.client, ttl_seconds=self.ttl_seconds)
+        if name == FETCH_TASK and started is not None:
+            recorder.observe(FETCH_DURATION, time.monotonic() - started)
+        recorder.job_finished_by_id(store, job_id)

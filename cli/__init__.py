@@ -1,0 +1,1 @@
+"""``emcoins``: the command-line client of the EM-Coins job service."""

@@ -1,0 +1,280 @@
+"""``emcoins``: submit jobs, watch them, and read their results and plots from the shell.
+
+Talks to the API at ``EMCOINS_API_URL`` (default: the local stack) over HTTP, with
+``Authorization: Bearer $EMCOINS_API_TOKEN`` when a token is set. Errors are one line
+on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.client import DEFAULT_URL, Client, ClientError
+
+FINAL = {"succeeded", "failed", "cancelled"}
+
+
+class _Group(click.Group):
+    """Turns :class:`ClientError` into click's one-line ``Error: ...`` and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClientError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class _Components(click.ParamType):
+    name = "K|auto"
+
+    def convert(self, value: Any, param, ctx) -> int | str:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            k = int(value)
+        except ValueError:
+            self.fail(f'{value!r} is not a positive integer or "auto"', param, ctx)
+        if k < 1:
+            self.fail(f"{k} is not a positive integer", param, ctx)
+        return k
+
+
+@click.group(cls=_Group)
+@click.option("--api-url", envvar="EMCOINS_API_URL", default=DEFAULT_URL, show_default=True,
+              help="Base URL of the API (EMCOINS_API_URL).")
+@click.option("--token", envvar="EMCOINS_API_TOKEN", default=None,
+              help="Bearer token, if the API requires one (EMCOINS_API_TOKEN).")
+@click.version_option(package_name="emcoins")
+@click.pass_context
+def cli(ctx: click.Context, api_url: str, token: str | None) -> None:
+    """Estimate hidden coins' biases with the EM-Coins job service."""
+    ctx.obj = Client(api_url, token=token)
+
+
+def read_draws(path: Path) -> list[str]:
+    """Flip strings, one per line; blank lines and ``#`` comments are skipped."""
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    draws = [line for line in lines if line]
+    if not draws:
+        raise click.BadParameter(f"{path} has no draws", param_hint="--file")
+    return draws
+
+
+def read_counts(path: Path) -> list[list[int]]:
+    """``heads,flips`` pairs, one per line; a header line is allowed."""
+    pairs = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = [field.strip() for field in line.split(",")]
+        try:
+            heads, flips = (int(field) for field in fields)
+        except ValueError:
+            if number == 1 and not pairs:
+                continue  # a header such as "heads,flips"
+            raise click.BadParameter(
+                f"{path} line {number}: expected heads,flips as two integers, got {line!r}",
+                param_hint="--counts",
+            ) from None
+        pairs.append([heads, flips])
+    if not pairs:
+        raise click.BadParameter(f"{path} has no heads,flips lines", param_hint="--counts")
+    return pairs
+
+
+def _fixed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def result_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Rows of method, coin, bias or mean, weight, standard error or sigma."""
+    rows = []
+    em = result.get("em")
+    if em:
+        for i, theta in enumerate(em["thetas"]):
+            rows.append(("EM", str(i + 1), _fixed(theta), _fixed(em["weights"][i]),
+                         _fixed(em["standard_errors"][i])))
+    gmm = result.get("gmm")
+    if gmm:
+        for i, mean in enumerate(gmm["means"]):
+            rows.append(("GMM", str(i + 1), _fixed(mean), _fixed(gmm["weights"][i]),
+                         _fixed(gmm["stds"][i])))
+    return rows
+
+
+def format_result(job: dict[str, Any]) -> str:
+    """A finished job's estimates as an aligned text table."""
+    result = job["result"]
+    header = ("method", "coin", "bias/mean", "weight", "std err/sigma")
+    rows = [header, *result_rows(result)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        f"job {job['id']}: {job['progress']['draws_total']} draws, "
+        f"{result['n_components']} coins"
+    ]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:],
+                                                                        strict=True)]
+        lines.append("  ".join(cells))
+    if result.get("bic"):
+        lines.append("BIC by K: " + ", ".join(f"{k}: {v:.1f}" for k, v in result["bic"].items()))
+    return "\n".join(lines)
+
+
+def _final_or_fail(job: dict[str, Any]) -> dict[str, Any]:
+    if job["status"] == "succeeded":
+        return job
+    error = job.get("error") or {}
+    why = f": {error.get('code')}: {error.get('message')}" if error else ""
+    raise ClientError(f"job {job['id']} {job['status']}{why}")
+
+
+def wait_for(client: Client, job_id: str, *, timeout: float, interval: float = 0.25) -> dict:
+    """Poll until the job is final, with a progress bar of draws fetched on stderr."""
+    deadline = time.monotonic() + timeout
+    job = client.job(job_id)
+    total = max(job["progress"]["draws_total"], 1)
+    with click.progressbar(length=total, label="fetching draws", file=sys.stderr,
+                           show_pos=True) as bar:
+        shown = 0
+        while True:
+            fetched = job["progress"]["draws_fetched"]
+            bar.update(fetched - shown)
+            shown = fetched
+            if job["status"] in FINAL or job["status"] == "fitting":
+                break
+            if time.monotonic() > deadline:
+                raise ClientError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+            time.sleep(interval)
+            job = client.job(job_id)
+    if job["status"] not in FINAL:
+        click.echo("fitting...", err=True)
+    while job["status"] not in FINAL:
+        if time.monotonic() > deadline:
+            raise ClientError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+        time.sleep(interval)
+        job = client.job(job_id)
+    return job
+
+
+@cli.command()
+@click.option("--source", metavar="URL", help="Draw source: one GET per draw.")
+@click.option("--draws", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Draws to fetch from --source.")
+@click.option("--file", "draws_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Flip strings (H/T), one draw per line.")
+@click.option("--counts", "counts_file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV of heads,flips, one draw per line.")
+@click.option("--components", type=_Components(), default=2, show_default=True,
+              help='Number of coins, or "auto" to choose it by BIC.')
+@click.option("--max-components", type=click.IntRange(min=1), default=None,
+              help="Largest K tried with --components auto.")
+@click.option("--restarts", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--weights", type=click.Choice(["learn", "equal"]), default="learn",
+              show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None,
+              help="Makes the fits repeatable.")
+@click.option("--wait", is_flag=True, help="Show progress, then print the result table.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds to wait with --wait.")
+@click.pass_obj
+def submit(client: Client, source, draws, draws_file, counts_file, components, max_components,
+           restarts, weights, seed, wait, timeout) -> None:
+    """Submit a job; print its id (or, with --wait, its result)."""
+    given = [name for name, value in (("--source", source), ("--file", draws_file),
+                                      ("--counts", counts_file)) if value]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --source, --file or --counts")
+    body: dict[str, Any] = {"n_components": components, "restarts": restarts, "weights": weights}
+    if source:
+        body["source"] = {"url": source, "draws": draws}
+    elif draws_file:
+        body["draws"] = read_draws(draws_file)
+    else:
+        body["counts"] = read_counts(counts_file)
+    if max_components is not None:
+        body["max_components"] = max_components
+    if seed is not None:
+        body["seed"] = seed
+    job_id = client.submit(body)["id"]
+    if not wait:
+        click.echo(job_id)
+        return
+    click.echo(f"job {job_id} submitted", err=True)
+    try:
+        job = wait_for(client, job_id, timeout=timeout)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"stopped waiting; job {job_id} goes on (emcoins cancel {job_id} stops it)"
+        ) from None
+    click.echo(format_result(_final_or_fail(job)))
+
+
+@cli.command()
+@click.argument("job_id")
+@click.pass_obj
+def status(client: Client, job_id: str) -> None:
+    """Print a job's status and progress."""
+    job = client.job(job_id)
+    progress = job["progress"]
+    fetched, total = progress["draws_fetched"], progress["draws_total"]
+    line = f"{job['id']}  {job['status']}  {fetched}/{total} draws"
+    if job.get("error"):
+        line += f"  {job['error']['code']}: {job['error']['message']}"
+    click.echo(line)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def result(client: Client, job_id: str, as_json: bool) -> None:
+    """Print a succeeded job's estimates."""
+    job = client.job(job_id)
+    if job["status"] not in FINAL:
+        raise ClientError(f"job {job_id} is {job['status']}; it has no result yet")
+    job = _final_or_fail(job)
+    click.echo(json.dumps(job["result"], indent=2) if as_json else format_result(job))
+
+
+@cli.command()
+@click.argument("job_id")
+@click.pass_obj
+def cancel(client: Client, job_id: str) -> None:
+    """Cancel a job that has not finished."""
+    job = client.cancel(job_id)
+    click.echo(f"{job['id']}  {job['status']}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("fit.png"), show_default=True,
+              help="File to write; .svg gives SVG, anything else PNG.")
+@click.pass_obj
+def plot(client: Client, job_id: str, output: Path) -> None:
+    """Save a succeeded job's plot: the heads fractions and the fitted mixtures."""
+    fmt = "svg" if output.suffix.lower() == ".svg" else "png"
+    image = client.plot(job_id, fmt)
+    try:
+        output.write_bytes(image)
+    except OSError as exc:
+        raise ClientError(f"cannot write {output}: {exc.strerror}") from None
+    click.echo(f"wrote {output} ({len(image)} bytes)")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="emcoins")
+
+
+if __name__ == "__main__":
+    main()
