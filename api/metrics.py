@@ -42,6 +42,7 @@ class Scrape(MethodView):
     """Prometheus scrape target."""
 
     @blp.response(200, content_type=CONTENT_TYPE_LATEST, description="Prometheus text format.")
+    @blp.doc(responses={"200": {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     def get(self):
         """Jobs submitted and finished, job and fetch durations, Celery queue depths."""
         registry = CollectorRegistry(auto_describe=False)

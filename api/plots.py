@@ -18,6 +18,11 @@ blp = Blueprint("plots", __name__, url_prefix="/jobs", description="Plots of fin
 _MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
 
 
+def _binary(media_type: str) -> dict:
+    """OpenAPI content of an image response (flask-smorest only writes it for schemas)."""
+    return {"content": {media_type: {"schema": {"type": "string", "format": "binary"}}}}
+
+
 def plot_bytes(record: JobRecord, fmt: str) -> bytes:
     """The job's plot, drawn on first request and kept in Redis as long as the job."""
     client = extensions.store().client
@@ -57,6 +62,7 @@ class PlotPng(MethodView):
     """The plot as PNG."""
 
     @blp.response(200, content_type="image/png", description="The plot (PNG).")
+    @blp.doc(responses={"200": _binary("image/png")})
     @blp.alt_response(404, schema=ErrorSchema, description="No such job.")
     @blp.alt_response(409, schema=ErrorSchema, description="The job has not succeeded.")
     def get(self, job_id: str):
@@ -69,6 +75,7 @@ class PlotSvg(MethodView):
     """The plot as SVG."""
 
     @blp.response(200, content_type="image/svg+xml", description="The plot (SVG).")
+    @blp.doc(responses={"200": _binary("image/svg+xml")})
     @blp.alt_response(404, schema=ErrorSchema, description="No such job.")
     @blp.alt_response(409, schema=ErrorSchema, description="The job has not succeeded.")
     def get(self, job_id: str):

@@ -25,34 +25,52 @@ _MAX_EXACT_FLIPS = 60
 _DEFAULT_BINS = 20
 
 
-def bin_edges(counts: Sequence[Sequence[int]]) -> np.ndarray:
-    """Histogram edges on the heads fraction: one bar per k/n when every draw has n flips."""
+def _single_length(counts: Sequence[Sequence[int]]) -> int | None:
     lengths = {int(row[1]) for row in counts}
     if len(lengths) == 1 and (n := lengths.pop()) <= _MAX_EXACT_FLIPS:
+        return n
+    return None
+
+
+def bin_edges(counts: Sequence[Sequence[int]]) -> np.ndarray:
+    """Histogram edges on the heads fraction: one bar per k/n when every draw has n flips."""
+    n = _single_length(counts)
+    if n is not None:
         return (np.arange(n + 2) - 0.5) / n
     return np.linspace(0.0, 1.0, _DEFAULT_BINS + 1)
 
 
+def _bar(heads: np.ndarray, flips: np.ndarray, exact: int | None) -> np.ndarray:
+    # Integer arithmetic: a fraction such as 3/10 on a bar's edge must not fall either way.
+    if exact is not None:
+        return heads
+    return np.minimum(heads * _DEFAULT_BINS // flips, _DEFAULT_BINS - 1)
+
+
 def histogram(counts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """``(edges, draws per bar)`` of the heads fraction of ``[heads, flips, count]`` rows."""
+    """``(edges, draws per bar)`` of the heads fraction of ``[heads, flips, count]`` rows.
+
+    Bars are closed on the left and open on the right, except the last, which holds 1.
+    """
     edges = bin_edges(counts)
-    rows = np.asarray(counts, dtype=float).reshape(-1, 3)
-    heights, _ = np.histogram(rows[:, 0] / rows[:, 1], bins=edges, weights=rows[:, 2])
+    rows = np.asarray(counts, dtype=np.int64).reshape(-1, 3)
+    bars = _bar(rows[:, 0], rows[:, 1], _single_length(counts))
+    heights = np.bincount(bars, weights=rows[:, 2], minlength=len(edges) - 1).astype(float)
     return edges, heights
 
 
 def binomial_expected(
-    counts: Sequence[Sequence[int]], edges: np.ndarray, theta: float, weight: float
+    counts: Sequence[Sequence[int]], theta: float, weight: float
 ) -> np.ndarray:
     """Draws per bar that one binomial component predicts, given the draws' lengths."""
-    rows = np.asarray(counts, dtype=int).reshape(-1, 3)
-    expected = np.zeros(len(edges) - 1)
+    rows = np.asarray(counts, dtype=np.int64).reshape(-1, 3)
+    exact = _single_length(counts)
+    expected = np.zeros(len(bin_edges(counts)) - 1)
     for n in np.unique(rows[:, 1]):
         draws = rows[rows[:, 1] == n, 2].sum()
         k = np.arange(n + 1)
-        # Fractions in the last bar's right edge belong to it, as in np.histogram.
-        bar = np.clip(np.searchsorted(edges, k / n, side="right") - 1, 0, len(edges) - 2)
-        np.add.at(expected, bar, draws * weight * binom.pmf(k, n, theta))
+        np.add.at(expected, _bar(k, np.full_like(k, n), exact),
+                  draws * weight * binom.pmf(k, n, theta))
     return expected
 
 
@@ -60,7 +78,7 @@ def _draw_em(ax, counts, edges, em: dict[str, Any]) -> None:
     centres = (edges[:-1] + edges[1:]) / 2
     total = np.zeros(len(centres))
     for i, (theta, weight) in enumerate(zip(em["thetas"], em["weights"], strict=True)):
-        expected = binomial_expected(counts, edges, theta, weight)
+        expected = binomial_expected(counts, theta, weight)
         total += expected
         ax.plot(
             centres, expected, "o--", color=f"C{i + 1}", markersize=3, linewidth=1,
@@ -113,5 +131,7 @@ def render(counts: Sequence[Sequence[int]], result: dict[str, Any], fmt: str = "
     buffer = io.BytesIO()
     # No timestamp in the file: the same job draws the same bytes.
     metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-    figure(counts, result).savefig(buffer, format=fmt, metadata=metadata)
+    # A fixed salt makes SVG ids repeatable too.
+    with matplotlib.rc_context({"svg.hashsalt": "emcoins"}):
+        figure(counts, result).savefig(buffer, format=fmt, metadata=metadata)
     return buffer.getvalue()

@@ -1,0 +1,79 @@
+"""The plot's bars and curves against counts worked out by hand."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from shared import plotting
+
+# 12 draws of 10 flips: heads 2 (x3), 3 (x2), 7 (x4), 8 (x3).
+COUNTS = [[2, 10, 3], [3, 10, 2], [7, 10, 4], [8, 10, 3]]
+RESULT = {
+    "n_components": 2,
+    "bic": None,
+    "em": {"thetas": [0.25, 0.75], "weights": [0.4, 0.6], "standard_errors": [0.04, 0.05]},
+    "gmm": {"means": [0.24, 0.76], "stds": [0.05, 0.06], "weights": [0.42, 0.58]},
+}
+
+
+def test_one_bar_per_heads_count_when_draws_have_one_length():
+    edges, heights = plotting.histogram(COUNTS)
+    assert len(heights) == 11
+    np.testing.assert_allclose((edges[:-1] + edges[1:]) / 2, np.arange(11) / 10)
+    expected = [0, 0, 3, 2, 0, 0, 0, 4, 3, 0, 0]
+    assert heights.tolist() == expected
+
+
+def test_mixed_lengths_use_twenty_bars_on_the_unit_interval():
+    counts = [[1, 4, 2], [5, 5, 1], [3, 10, 3], [19, 20, 1]]
+    edges, heights = plotting.histogram(counts)
+    assert len(heights) == 20 and edges[0] == 0.0 and edges[-1] == 1.0
+    # By hand, bars of 0.05: 1/4 -> bar 5 (x2), 3/10 -> bar 6 (x3), 5/5 and 19/20 -> bar 19.
+    by_hand = Counter({5: 2, 19: 2, 6: 3})
+    assert heights.tolist() == [by_hand.get(i, 0) for i in range(20)]
+
+
+def test_binomial_curve_is_weighted_pmf_times_draws():
+    expected = plotting.binomial_expected(COUNTS, 0.25, 0.4)
+    # 12 draws, weight 0.4: 4.8 draws expected in all, split as Binomial(10, 0.25).
+    assert expected.sum() == pytest.approx(4.8)
+    assert expected[3] == pytest.approx(12 * 0.4 * binom.pmf(3, 10, 0.25))
+
+
+def test_figure_bars_match_counts_and_legend_names_estimates():
+    fig = plotting.figure(COUNTS, RESULT)
+    ax = fig.axes[0]
+    bars = [p.get_height() for p in ax.patches]
+    assert bars == [0, 0, 3, 2, 0, 0, 0, 4, 3, 0, 0]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "EM coin 2: θ=0.750, weight 0.60" in labels
+    assert "GMM 1: μ=0.240, σ=0.050, weight 0.42" in labels
+    # The EM mixture line is the sum of both components at each bar.
+    mixture = next(line for line in ax.lines if line.get_label() == "EM mixture")
+    both = plotting.binomial_expected(COUNTS, 0.25, 0.4) + plotting.binomial_expected(
+        COUNTS, 0.75, 0.6
+    )
+    np.testing.assert_allclose(mixture.get_ydata(), both)
+
+
+def test_render_png_and_svg():
+    png = plotting.render(COUNTS, RESULT, "png")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    svg = plotting.render(COUNTS, RESULT, "svg")
+    assert b"<svg" in svg[:1000]
+    assert plotting.render(COUNTS, RESULT, "svg") == svg  # no timestamp inside
+
+
+def test_render_refuses_other_formats():
+    with pytest.raises(ValueError, match="not one of png, svg"):
+        plotting.render(COUNTS, RESULT, "gif")
+
+
+def test_mixed_lengths_binomial_curve_spreads_each_length():
+    counts = [[1, 4, 2], [3, 10, 3]]
+    expected = plotting.binomial_expected(counts, 0.5, 1.0)
+    assert expected.sum() == pytest.approx(5.0)
+    # Bar 10 ([0.5, 0.55)) gets k=2 of the 4-flip draws and k=5 of the 10-flip draws.
+    assert expected[10] == pytest.approx(2 * binom.pmf(2, 4, 0.5) + 3 * binom.pmf(5, 10, 0.5))
