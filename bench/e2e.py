@@ -27,8 +27,14 @@ from localstack.stack import Stack, StackConfig  # noqa: E402
 from shared.draws import aggregate_counts, parse_draw_payload  # noqa: E402
 from shared.fitting import merge_results, run_method  # noqa: E402
 
-SPEC = {"n_components": 2, "max_components": 4, "weights": "learn", "restarts": 10,
-        "methods": ["em", "gmm"], "seed": 7}
+SPEC = {
+    "n_components": 2,
+    "max_components": 4,
+    "weights": "learn",
+    "restarts": 10,
+    "methods": ["em", "gmm"],
+    "seed": 7,
+}
 DRAWS = 30
 
 
@@ -39,8 +45,11 @@ def percentile(values: list[float], q: float) -> float:
 
 def in_process_job(session: requests.Session, url: str, pool: ThreadPoolExecutor) -> dict:
     """The original design: fetch the draws with threads, then fit, all in this process."""
-    pairs = list(pool.map(lambda i: parse_draw_payload(session.get(url, timeout=5).json(), index=i),
-                          range(DRAWS)))
+    pairs = list(
+        pool.map(
+            lambda i: parse_draw_payload(session.get(url, timeout=5).json(), index=i), range(DRAWS)
+        )
+    )
     counts = aggregate_counts(pairs)
     return merge_results([run_method(m, counts, SPEC) for m in SPEC["methods"]])
 
@@ -61,6 +70,7 @@ def service_job(session: requests.Session, api: str, url: str) -> float:
 
 def burst(api: str, url: str, jobs: int) -> float:
     """Jobs per second when ``jobs`` are submitted at once and polled to the end."""
+
     def one(_: int) -> float:
         with requests.Session() as session:
             return service_job(session, api, url)
@@ -77,8 +87,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=60, help="jobs per throughput burst")
     args = parser.parse_args()
 
-    config = StackConfig(api_port=0, drawsource_port=0, api_workers=2,
-                         env={"DRAWSOURCE_LATENCY_MS": "20"})
+    config = StackConfig(
+        api_port=0, drawsource_port=0, api_workers=2, env={"DRAWSOURCE_LATENCY_MS": "20"}
+    )
     with Stack(config) as stack:
         url = f"{stack.drawsource_url}/draw"
         session = requests.Session()
@@ -100,10 +111,14 @@ def main() -> None:
     ms = 1000.0
     print(f"30-draw jobs, draw source latency 20 ms, {args.jobs} jobs each, interleaved\n")
     print(f"{'design':<36}{'p50 ms':>10}{'p95 ms':>10}")
-    print(f"{'in-process (threads + fits)':<36}{statistics.median(baseline) * ms:>10.1f}"
-          f"{percentile(baseline, 95) * ms:>10.1f}")
-    print(f"{'API + Celery (POST to succeeded)':<36}{statistics.median(service) * ms:>10.1f}"
-          f"{percentile(service, 95) * ms:>10.1f}")
+    print(
+        f"{'in-process (threads + fits)':<36}{statistics.median(baseline) * ms:>10.1f}"
+        f"{percentile(baseline, 95) * ms:>10.1f}"
+    )
+    print(
+        f"{'API + Celery (POST to succeeded)':<36}{statistics.median(service) * ms:>10.1f}"
+        f"{percentile(service, 95) * ms:>10.1f}"
+    )
     ratio = statistics.median(service) / statistics.median(baseline)
     print(f"\np50 ratio service / in-process: {ratio:.2f}  (goal <= 1.5)")
     print(f"\n{'cpu workers':<14}{'jobs/s':>10}   ({args.burst} jobs submitted at once)")
