@@ -22,6 +22,11 @@ def job_draws(job_id: str) -> str:
     return f"{PREFIX}:job:{_checked(job_id)}:draws"
 
 
+def job_parts(job_id: str) -> str:
+    """Hash of each method's fit result, by method: ``emcoins:job:<id>:parts``."""
+    return f"{PREFIX}:job:{_checked(job_id)}:parts"
+
+
 def unfinished_jobs() -> str:
     """Sorted set of the ids of jobs not yet finished, scored by creation time."""
     return f"{PREFIX}:jobs:unfinished"

@@ -31,4 +31,4 @@ class ErrorCode(StrEnum):
     SOURCE_UNAVAILABLE = "source_unavailable"
     INVALID_DRAWS = "invalid_draws"
     FIT_FAILED = "fit_failed"
-    WORKER_LOST = "worker_lost"
+    WORKER_ERROR = "worker_error"

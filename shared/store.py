@@ -33,12 +33,13 @@ end
 return 0
 """
 
-# KEYS: draws hash, job hash. ARGV: batch index, JSON pairs, number of draws.
-# HSETNX makes a redelivered batch a no-op, so progress is counted once.
-_RECORD_BATCH = """
+# KEYS: a side hash of the job (draws or parts), the job hash. ARGV: field, value,
+# draws to add to the progress. HSETNX makes a redelivered write a no-op, so
+# progress is counted once; the side hash expires with the job.
+_SAVE_ONCE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[2], 'draws_fetched', ARGV[3])
+if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[2], 'draws_fetched', ARGV[3]) end
 local ttl = redis.call('PTTL', KEYS[2])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1
@@ -104,7 +105,7 @@ class JobStore:
         self.client = client
         self.ttl_seconds = ttl_seconds
         self._transition = client.register_script(_TRANSITION)
-        self._record_batch = client.register_script(_RECORD_BATCH)
+        self._save_once = client.register_script(_SAVE_ONCE)
 
     def create(
         self,
@@ -140,7 +141,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         """Forget a job that was never accepted (its submission failed)."""
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.job(job_id), keys.job_draws(job_id))
+            pipe.delete(keys.job(job_id), keys.job_draws(job_id), keys.job_parts(job_id))
             pipe.zrem(keys.unfinished_jobs(), job_id)
             pipe.execute()
 
@@ -230,7 +231,7 @@ class JobStore:
 
     def record_batch(self, job_id: str, batch: int, pairs: Sequence[Sequence[int]]) -> bool:
         """Keep a batch's ``(heads, trials)`` pairs; writing a batch again is a no-op."""
-        done = self._record_batch(
+        done = self._save_once(
             keys=[keys.job_draws(job_id), keys.job(job_id)],
             args=[str(batch), json.dumps([list(p) for p in pairs]), str(len(pairs))],
         )
@@ -240,6 +241,19 @@ class JobStore:
         """The batches fetched so far, by index."""
         raw = self.client.hgetall(keys.job_draws(job_id))
         return {int(_text(k)): json.loads(v) for k, v in raw.items()}
+
+    def save_part(self, job_id: str, method: str, part: dict[str, Any]) -> bool:
+        """Keep one method's fit; a redelivered fit cannot replace the first one."""
+        done = self._save_once(
+            keys=[keys.job_parts(job_id), keys.job(job_id)],
+            args=[method, json.dumps(part), "0"],
+        )
+        return done == 1
+
+    def parts(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """The methods' fits saved so far, by method."""
+        raw = self.client.hgetall(keys.job_parts(job_id))
+        return {_text(k): json.loads(v) for k, v in raw.items()}
 
     def unfinished_count(self) -> int:
         """How many jobs are queued or running (ids older than the TTL have expired)."""

@@ -33,7 +33,7 @@ def build(job_id: str, spec: dict[str, Any], *, batch_size: int) -> Signature:
     """The canvas for one job."""
     fits = chord(
         group(fit.si(job_id, m).set(task_id=f"{job_id}.fit.{m}") for m in spec["methods"]),
-        finish.s(job_id).set(task_id=f"{job_id}.finish"),
+        finish.si(job_id).set(task_id=f"{job_id}.finish"),
     )
     source = spec.get("source")
     if not source:

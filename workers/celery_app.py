@@ -29,8 +29,14 @@ def configure(app: Celery, settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": settings.unacked_restore_interval,
+            # Scan on every sweep, not every tenth: a dead worker's tasks come back
+            # within visibility_timeout + unacked_restore_interval.
+            "unacked_restore_throttle": 1,
             **redis_options,
         },
+        # Keep reconnecting while Redis is down or restarting, instead of exiting.
+        broker_connection_max_retries=None,
         result_backend_transport_options=redis_options,
         redis_socket_timeout=settings.redis_timeout,
         redis_socket_connect_timeout=settings.redis_timeout,

@@ -8,7 +8,9 @@ import time
 from typing import Any
 
 import redis
+from celery import Task
 from celery.signals import task_postrun, task_prerun
+from kombu.exceptions import OperationalError
 
 from shared.config import get_settings
 from shared.draws import aggregate_counts
@@ -49,7 +51,43 @@ def store() -> JobStore:
     return _resources()["store"]
 
 
-@app.task(name="emcoins.fetch_batch")
+# Redis (store or broker) not answering: retry the task later rather than lose it.
+# If even the retry cannot be sent, the unacknowledged message is redelivered by the
+# broker's visibility-timeout sweep once Redis is back.
+_INFRA_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+
+
+def _wait_countdown(retries: int) -> float:
+    """Seconds before looking again for inputs that are not all there yet (about 3 min in all)."""
+    return min(0.1 * 1.5**retries, 5.0)
+
+
+class JobTask(Task):
+    """Base of the job tasks: retries on Redis errors; a task that fails for good fails its job."""
+
+    autoretry_for = _INFRA_ERRORS
+    retry_backoff = 1
+    retry_backoff_max = 30
+    retry_jitter = True
+    max_retries = 40
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        """Record the failure on the job, so it is never left running forever."""
+        job_id = args[0] if args else kwargs.get("job_id")
+        if not job_id:
+            return
+        try:
+            store().fail(
+                job_id,
+                code=ErrorCode.WORKER_ERROR.value,
+                message=f"{self.name} failed: {type(exc).__name__}: {exc}",
+                details={"task": task_id},
+            )
+        except _INFRA_ERRORS:
+            log.exception("could not record the failure of job %s", job_id)
+
+
+@app.task(name="emcoins.fetch_batch", base=JobTask)
 def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> None:
     """Fetch draws ``first .. first+count-1`` of a job and record them as one batch."""
     jobs = store()
@@ -94,49 +132,61 @@ def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> No
     jobs.record_batch(job_id, batch, pairs)
 
 
-@app.task(name="emcoins.fit", bind=True, max_retries=50)
-def fit(self, job_id: str, method: str) -> dict[str, Any] | None:
-    """Fit one method to the job's draws; None if the job is over or gone."""
+@app.task(name="emcoins.fit", base=JobTask, bind=True)
+def fit(self: Task, job_id: str, method: str) -> None:
+    """Fit one method to the job's draws and keep its part of the result."""
     jobs = store()
     try:
         record = jobs.get(job_id)
     except JobNotFound:
-        return None
-    if record.status.is_final:
-        return None
+        return
+    if record.status.is_final or method in jobs.parts(job_id):
+        return
     counts = record.counts
     if counts is None:
         batches = jobs.batches(job_id)
         pairs = [pair for index in sorted(batches) for pair in batches[index]]
         if len(pairs) != record.draws_total:
-            # Fired before every batch was recorded (a redelivered member of the fan-out
-            # can do that): wait for the rest, and give up only if they never come.
-            if self.request.retries < self.max_retries:
-                raise self.retry(countdown=0.2)
-            jobs.fail(
-                job_id,
-                code=ErrorCode.SOURCE_UNAVAILABLE.value,
-                message=f"only {len(pairs)} of {record.draws_total} draws were fetched",
-                details={"draws_fetched": len(pairs)},
-            )
-            return None
+            # Started before every batch was recorded (a redelivered member of the
+            # fan-out can do that): wait for the rest, and fail only if they never come.
+            _wait_or_fail(self, jobs, job_id, f"only {len(pairs)} of {record.draws_total} "
+                          "draws were fetched")
+            return
         counts = aggregate_counts(pairs)
     if not jobs.start_fitting(job_id, counts):
-        return None
-    try:
-        return run_method(method, counts, record.spec)
-    except Exception as exc:
-        log.exception("fit %s of job %s failed", method, job_id)
-        jobs.fail(job_id, code=ErrorCode.FIT_FAILED.value, message=f"{method} fit failed: {exc}")
-        return None
-
-
-@app.task(name="emcoins.finish")
-def finish(parts: list[dict[str, Any] | None], job_id: str) -> None:
-    """Store the merged result; a cancelled or failed job keeps its final status."""
-    if any(part is None for part in parts):
         return
-    store().succeed(job_id, merge_results(parts))
+    try:
+        part = run_method(method, counts, record.spec)
+    except ValueError as exc:
+        # The data cannot support the fit (e.g. too few flips per draw for K coins).
+        jobs.fail(job_id, code=ErrorCode.FIT_FAILED.value, message=f"{method} fit: {exc}")
+        return
+    jobs.save_part(job_id, method, part)
+
+
+@app.task(name="emcoins.finish", base=JobTask, bind=True)
+def finish(self: Task, job_id: str) -> None:
+    """Store the merged result once every method's part is in."""
+    jobs = store()
+    try:
+        record = jobs.get(job_id)
+    except JobNotFound:
+        return
+    if record.status.is_final:
+        return
+    parts = jobs.parts(job_id)
+    missing = [method for method in record.spec["methods"] if method not in parts]
+    if missing:
+        _wait_or_fail(self, jobs, job_id, f"no result from {', '.join(missing)}")
+        return
+    jobs.succeed(job_id, merge_results([parts[m] for m in record.spec["methods"]]))
+
+
+def _wait_or_fail(task: Task, jobs: JobStore, job_id: str, problem: str) -> None:
+    """Look again later for inputs still on their way; after about 3 minutes, fail the job."""
+    if task.request.retries < task.max_retries:
+        raise task.retry(countdown=_wait_countdown(task.request.retries))
+    jobs.fail(job_id, code=ErrorCode.WORKER_ERROR.value, message=f"gave up waiting: {problem}")
 
 
 # Metrics and log context around every task; the work is in shared.metrics.TaskObserver.
