@@ -136,11 +136,17 @@ def _final_or_fail(job: dict[str, Any]) -> dict[str, Any]:
     raise ClientError(f"job {job['id']} {job['status']}{why}")
 
 
-def wait_for(client: Client, job_id: str, *, timeout: float, interval: float = 0.25) -> dict:
-    """Poll until the job is final, with a progress bar of draws fetched on stderr."""
+def wait_for(client: Client, job_id: str, *, timeout: float, fetches: bool = True,
+             interval: float = 0.25) -> dict:
+    """Poll until the job is final, with a progress bar of draws fetched on stderr.
+
+    ``fetches`` is False for inline draws, which arrive complete: no bar then.
+    """
     deadline = time.monotonic() + timeout
     job = client.job(job_id)
     total = max(job["progress"]["draws_total"], 1)
+    if not fetches:
+        return _wait_fit(client, job, deadline=deadline, timeout=timeout, interval=interval)
     with click.progressbar(length=total, label="fetching draws", file=sys.stderr,
                            show_pos=True) as bar:
         shown = 0
@@ -154,6 +160,13 @@ def wait_for(client: Client, job_id: str, *, timeout: float, interval: float = 0
                 raise ClientError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
             time.sleep(interval)
             job = client.job(job_id)
+    return _wait_fit(client, job, deadline=deadline, timeout=timeout, interval=interval)
+
+
+def _wait_fit(client: Client, job: dict, *, deadline: float, timeout: float,
+              interval: float) -> dict:
+    """Poll a job whose draws are all in until its fits finish."""
+    job_id = job["id"]
     if job["status"] not in FINAL:
         click.echo("fitting...", err=True)
     while job["status"] not in FINAL:
@@ -210,7 +223,7 @@ def submit(client: Client, source, draws, draws_file, counts_file, components, m
         return
     click.echo(f"job {job_id} submitted", err=True)
     try:
-        job = wait_for(client, job_id, timeout=timeout)
+        job = wait_for(client, job_id, timeout=timeout, fetches=bool(source))
     except KeyboardInterrupt:
         raise click.ClickException(
             f"stopped waiting; job {job_id} goes on (emcoins cancel {job_id} stops it)"

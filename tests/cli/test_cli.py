@@ -129,6 +129,7 @@ def test_inline_files_and_api_errors(stack, api, tmp_path):
     done = runner.invoke(cli, ["submit", "--counts", str(counts), "--seed", "1", "--wait"])
     assert done.exit_code == 0, done.output
     assert "8 draws, 2 coins" in done.stdout
+    assert "fetching draws" not in done.stderr
     draws = tmp_path / "draws.txt"
     draws.write_text("HHHT\nTTHX\n")
     refused = runner.invoke(cli, ["submit", "--file", str(draws)])
