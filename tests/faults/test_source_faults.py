@@ -1,0 +1,121 @@
+"""A flaky, dead or lying draw source: jobs succeed through retries or fail clearly and quickly."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+
+import pytest
+import requests
+
+from shared.config import Settings
+from tests.integration.helpers import submit, wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+
+def test_flaky_source_every_job_succeeds(fault_stack, drawsource):
+    # 30% of answers are 503 and 5% hang past the 1 s read timeout of this stack.
+    url = drawsource(error_rate=0.3, slow_rate=0.05, slow_seconds=30, seed=9)
+    jobs = [submit(fault_stack.api_url, {"source": {"url": url, "draws": 30}, "seed": i})
+            for i in range(6)]
+    done = [wait_for(fault_stack.api_url, job, timeout=120) for job in jobs]
+    assert [d["status"] for d in done] == ["succeeded"] * 6, [d["error"] for d in done]
+    assert all(d["progress"]["draws_fetched"] == 30 for d in done)
+
+
+def retry_bound(settings: Settings) -> float:
+    """The documented worst case of one draw: every attempt times out, every backoff is full."""
+    backoffs = sum(
+        min(settings.fetch_backoff_max, settings.fetch_backoff * 2**attempt)
+        for attempt in range(1, settings.fetch_attempts)
+    )
+    per_attempt = settings.fetch_connect_timeout + settings.fetch_read_timeout
+    return settings.fetch_attempts * per_attempt + backoffs
+
+
+def test_source_down_fails_within_the_bound(fault_stack):
+    url = "http://127.0.0.1:9/draw"  # nothing listens on the discard port
+    start = time.monotonic()
+    job = submit(fault_stack.api_url, {"source": {"url": url, "draws": 40}})
+    done = wait_for(fault_stack.api_url, job, timeout=120)
+    took = time.monotonic() - start
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "source_unavailable" and url in done["error"]["message"]
+    # A refused connection fails at once, so only the backoffs count here.
+    assert took < retry_bound(Settings(fetch_connect_timeout=0, fetch_read_timeout=0)) + 5
+
+
+GARBAGE = {
+    "not-json": b"<html>oops</html>",
+    "wrong-shape": b'{"heads": 3}',
+    "letters": b'{"flips": "HTQH"}',
+    "values": b'{"flips": [1, 0, 2]}',
+    "empty-string": b'{"flips": ""}',
+    "empty-list": b'{"flips": []}',
+    "apigw-garbage": b'{"statusCode": 200, "body": "[1, 7]"}',
+}
+
+
+class _Lying(http.server.BaseHTTPRequestHandler):
+    """Answers good draws, except that every draw from the fourth on is ``bad``."""
+
+    bad = b""
+    served = 0
+    lock = threading.Lock()
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        with self.lock:
+            type(self).served += 1
+            good = type(self).served <= 3
+        body = b'{"flips": "HTTH"}' if good else self.bad
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+def test_garbage_fails_with_invalid_draws(stack, kind):
+    handler = type("Handler", (_Lying,), {"bad": GARBAGE[kind], "served": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/draw"
+        done = wait_for(stack.api_url, submit(stack.api_url, {"source": {"url": url, "draws": 8}}))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "invalid_draws"
+    assert f"draw {done['error']['details']['draw']}" in done["error"]["message"]
+
+
+def test_draws_of_different_lengths_are_valid(stack):
+    class Varying(_Lying):
+        def do_GET(self):  # noqa: N802
+            with self.lock:
+                type(self).served += 1
+                n = type(self).served
+            body = ('{"flips": "%s"}' % ("HT" * (n % 5 + 3))).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Varying)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/draw"
+        job = submit(stack.api_url, {"source": {"url": url, "draws": 20}, "methods": ["em"]})
+        done = wait_for(stack.api_url, job)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done["status"] == "succeeded", done
+    assert requests.get(f"{stack.api_url}/healthz", timeout=5).status_code == 200
