@@ -7,6 +7,24 @@ let polling = null;
 
 function show(id, visible) { $(id).hidden = !visible; }
 
+// Every request carries the bearer token when one is given (EMCOINS_API_TOKENS on the API).
+function headers(extra = {}) {
+  const token = $("token").value.trim();
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+}
+
+async function loadPlot(id) {
+  const url = `/jobs/${id}/plot.png`;
+  if (!$("token").value.trim()) {
+    $("plot").src = url;
+    return;
+  }
+  // An <img> cannot send a header: fetch the picture and show it from a blob.
+  const response = await fetch(url, { headers: headers() });
+  if (!response.ok) throw new Error(errorText(await response.json(), response));
+  $("plot").src = URL.createObjectURL(await response.blob());
+}
+
 function fixed(value) {
   return value === null || value === undefined ? "n/a" : Number(value).toFixed(3);
 }
@@ -61,7 +79,7 @@ function showResult(job) {
     result.gmm.means.forEach((mean, i) => body.appendChild(
       row("GMM", i + 1, mean, result.gmm.weights[i], result.gmm.stds[i])));
   }
-  $("plot").src = `/jobs/${job.id}/plot.png`;
+  loadPlot(job.id).catch(fail);
   $("plot-svg").href = `/jobs/${job.id}/plot.svg`;
   show("result", true);
 }
@@ -81,7 +99,7 @@ function showJob(job) {
 }
 
 async function poll(id) {
-  const response = await fetch(`/jobs/${id}`, { headers: { Accept: "application/json" } });
+  const response = await fetch(`/jobs/${id}`, { headers: headers({ Accept: "application/json" }) });
   const job = await response.json();
   if (!response.ok) throw new Error(errorText(job, response));
   showJob(job);
@@ -110,7 +128,7 @@ async function submit(event) {
   $("submit").disabled = true;
   const response = await fetch("/jobs", {
     method: "POST",
-    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    headers: headers({ "Content-Type": "application/json", Accept: "application/json" }),
     body: JSON.stringify(jobRequest()),
   });
   const body = await response.json();
@@ -121,7 +139,9 @@ async function submit(event) {
 }
 
 async function cancel() {
-  const response = await fetch(`/jobs/${$("cancel").dataset.id}`, { method: "DELETE" });
+  const response = await fetch(`/jobs/${$("cancel").dataset.id}`, {
+    method: "DELETE", headers: headers(),
+  });
   if (!response.ok) throw new Error(errorText(await response.json(), response));
 }
 
