@@ -32,7 +32,7 @@ BLOCKED_NETWORKS = (
 )
 
 _ENTRY = re.compile(
-    r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[^/:@?#\[\]\s]+)"
+    r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[a-z0-9_][a-z0-9_.-]*)"
     r"(?::(?P<port>\d{1,5}|\*))?/?$",
     re.IGNORECASE,
 )

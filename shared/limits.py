@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.allowlist import source_url_error
 from shared.config import Settings
 from shared.estimation import max_identifiable_components
 
@@ -21,6 +22,10 @@ def limit_errors(data: dict[str, Any], settings: Settings) -> dict[str, str]:
         errors["source.draws"] = (
             f"At most {settings.max_source_draws} draws per job (EMCOINS_MAX_SOURCE_DRAWS)."
         )
+    if source:
+        refused = source_url_error(source["url"], settings.source_allowlist)
+        if refused:
+            errors["source.url"] = refused
     flips = _flips_per_draw(data)
     if len(flips) > settings.max_draws:
         field = "draws" if "draws" in data else "counts"

@@ -20,6 +20,9 @@ from localstack.stack import Stack, StackConfig
 
 _SESSION_REDIS: RedisServer | None = None
 
+# Tests start draw sources (and refusing servers) on random ports of 127.0.0.1.
+TEST_ALLOWLIST = ("http://127.0.0.1:*",)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     global _SESSION_REDIS
@@ -54,7 +57,7 @@ def app(redis_client: redis.Redis):
     """The API, built by its factory, on the session's Redis."""
     from api import create_app
 
-    return create_app({"TESTING": True})
+    return create_app({"TESTING": True, "source_allowlist": TEST_ALLOWLIST})
 
 
 @pytest.fixture
@@ -66,11 +69,19 @@ def client(app):
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole system on free ports: its own Redis, draw source, io and cpu workers, API."""
+    # The port is chosen here so that the stack's own draw source is listed first (the
+    # page's default source), followed by the wildcard for the tests' extra sources.
+    drawsource_port = free_port()
+    allowlist = ",".join((f"http://127.0.0.1:{drawsource_port}", *TEST_ALLOWLIST))
     config = StackConfig(
         api_port=0,
-        drawsource_port=0,
+        drawsource_port=drawsource_port,
         api_workers=1,
-        env={"DRAWSOURCE_SEED": "20081", "EMCOINS_FETCH_BATCH_SIZE": "10"},
+        env={
+            "DRAWSOURCE_SEED": "20081",
+            "EMCOINS_FETCH_BATCH_SIZE": "10",
+            "EMCOINS_SOURCE_ALLOWLIST": allowlist,
+        },
         log_dir=tmp_path_factory.mktemp("stack-logs"),
     )
     with Stack(config) as running:

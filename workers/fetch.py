@@ -7,6 +7,7 @@ one that answers garbage raises :class:`shared.errors.InvalidDrawError`.
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from requests.adapters import HTTPAdapter
 
+from shared.allowlist import OriginError, Resolver, refused_address, url_origin
 from shared.config import Settings
 from shared.draws import parse_draw_payload
 from shared.errors import EMCoinsError, InvalidDrawError
@@ -30,6 +32,10 @@ class SourceUnavailable(EMCoinsError):
         super().__init__(message)
         self.url = url
         self.index = index
+
+
+class SourceRefused(SourceUnavailable):
+    """The source's host resolves to an address never fetched (link-local, cloud metadata)."""
 
 
 class Cancelled(EMCoinsError):
@@ -54,10 +60,12 @@ class DrawFetcher:
         settings: Settings,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        resolve: Resolver = socket.getaddrinfo,
     ):
         self.session = session
         self.settings = settings
         self.sleep = sleep
+        self.resolve = resolve
         self._rng = random.Random()
         self._lock = threading.Lock()
         # Kept for the process's life: starting dozens of threads per batch costs
@@ -81,12 +89,15 @@ class DrawFetcher:
                 stop.set()
                 raise Cancelled(f"draw {index} not fetched: the job was cancelled")
             try:
-                return self.fetch_one(url, index)
+                return self._fetch_one(url, index)
             except BaseException:
                 # One failed draw fails the batch: do not keep the others retrying.
                 stop.set()
                 raise
 
+        if len(indices):
+            # Once per batch: the name may point elsewhere than when the job was accepted.
+            self.check_address(url, indices[0])
         futures = [self._pool.submit(one, i) for i in indices]
         results: list[tuple[int, int]] = []
         first_error: BaseException | None = None
@@ -100,7 +111,27 @@ class DrawFetcher:
             raise first_error
         return results
 
+    def check_address(self, url: str, index: int) -> None:
+        """Refuse a source whose host resolves to a link-local or cloud-metadata address."""
+        try:
+            origin = url_origin(url)
+        except OriginError as exc:
+            raise SourceRefused(f"draw source refused: {exc}", url=url, index=index) from None
+        address = refused_address(origin.host, origin.port, resolve=self.resolve)
+        if address is not None:
+            raise SourceRefused(
+                f"draw source {url} refused: {origin.host} resolves to {address}, "
+                "a link-local or cloud-metadata address, which is never fetched",
+                url=url,
+                index=index,
+            )
+
     def fetch_one(self, url: str, index: int) -> tuple[int, int]:
+        """One draw, after checking where the source's host points."""
+        self.check_address(url, index)
+        return self._fetch_one(url, index)
+
+    def _fetch_one(self, url: str, index: int) -> tuple[int, int]:
         """One draw, retried with exponential backoff and jitter on transient failures."""
         settings = self.settings
         last = "no attempt made"
