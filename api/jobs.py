@@ -101,7 +101,11 @@ class Jobs(MethodView):
         total = spec["source"]["draws"] if counts is None else sum(row[2] for row in counts)
         job_id = str(uuid.uuid4())
         jobs = extensions.store()
-        jobs.create(job_id, spec=spec, draws_total=total, counts=counts)
+        batch_size = settings.fetch_batch_size
+        batch_count = 0 if counts is not None else len(canvas.batches(total, batch_size))
+        jobs.create(
+            job_id, spec=spec, draws_total=total, counts=counts, batches_total=batch_count
+        )
         try:
             canvas.submit(job_id, spec, batch_size=settings.fetch_batch_size)
         except Exception:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any
 
 import redis
@@ -34,16 +35,29 @@ return 0
 """
 
 # KEYS: a side hash of the job (draws or parts), the job hash. ARGV: field, value,
-# draws to add to the progress. HSETNX makes a redelivered write a no-op, so
-# progress is counted once; the side hash expires with the job.
+# draws to add to the progress, the job-hash field holding how many entries make
+# the side hash complete. HSETNX makes a redelivered write a no-op, so progress is
+# counted once. Returns -1 (no job), 0 (written before), 1 (written), 2 (written,
+# and it completed the set: exactly one writer sees 2).
 _SAVE_ONCE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[2], 'draws_fetched', ARGV[3]) end
 local ttl = redis.call('PTTL', KEYS[2])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+local needed = tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
+if redis.call('HLEN', KEYS[1]) == needed then return 2 end
 return 1
 """
+
+
+class Saved(IntEnum):
+    """What a write-once save did."""
+
+    NO_JOB = -1
+    ALREADY = 0
+    WRITTEN = 1
+    COMPLETED = 2
 
 
 def utc_now() -> str:
@@ -71,7 +85,7 @@ class JobRecord:
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     owner: str | None
-    task_ids: list[str]
+    batches_total: int
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> JobRecord:
@@ -94,7 +108,7 @@ class JobRecord:
             result=loads("result"),
             error=loads("error"),
             owner=raw.get("owner"),
-            task_ids=loads("task_ids") or [],
+            batches_total=int(raw.get("batches_total", 0)),
         )
 
 
@@ -115,9 +129,13 @@ class JobStore:
         draws_total: int,
         counts: list[list[int]] | None = None,
         owner: str | None = None,
-        task_ids: Sequence[str] = (),
+        batches_total: int = 0,
     ) -> None:
-        """Store a new queued job; inline data arrives complete, so it counts as fetched."""
+        """Store a new queued job; inline data arrives complete, so it counts as fetched.
+
+        ``batches_total`` is how many fetch batches complete the draws, and the
+        number of methods in ``spec`` how many parts complete the result.
+        """
         fields: dict[str, str] = {
             "id": job_id,
             "status": JobStatus.QUEUED.value,
@@ -125,7 +143,8 @@ class JobStore:
             "draws_total": str(draws_total),
             "draws_fetched": str(draws_total if counts is not None else 0),
             "created_at": utc_now(),
-            "task_ids": json.dumps(list(task_ids)),
+            "batches_total": str(batches_total),
+            "parts_total": str(len(spec.get("methods", ()))),
         }
         if counts is not None:
             fields["counts"] = json.dumps(counts)
@@ -229,26 +248,25 @@ class JobStore:
             job_id, JobStatus.CANCELLED, allowed_from=RUNNING_STATUSES, finished_at=utc_now()
         )
 
-    def record_batch(self, job_id: str, batch: int, pairs: Sequence[Sequence[int]]) -> bool:
+    def record_batch(self, job_id: str, batch: int, pairs: Sequence[Sequence[int]]) -> Saved:
         """Keep a batch's ``(heads, trials)`` pairs; writing a batch again is a no-op."""
-        done = self._save_once(
+        return Saved(self._save_once(
             keys=[keys.job_draws(job_id), keys.job(job_id)],
-            args=[str(batch), json.dumps([list(p) for p in pairs]), str(len(pairs))],
-        )
-        return done == 1
+            args=[str(batch), json.dumps([list(p) for p in pairs]), str(len(pairs)),
+                  "batches_total"],
+        ))
 
     def batches(self, job_id: str) -> dict[int, list[list[int]]]:
         """The batches fetched so far, by index."""
         raw = self.client.hgetall(keys.job_draws(job_id))
         return {int(_text(k)): json.loads(v) for k, v in raw.items()}
 
-    def save_part(self, job_id: str, method: str, part: dict[str, Any]) -> bool:
+    def save_part(self, job_id: str, method: str, part: dict[str, Any]) -> Saved:
         """Keep one method's fit; a redelivered fit cannot replace the first one."""
-        done = self._save_once(
+        return Saved(self._save_once(
             keys=[keys.job_parts(job_id), keys.job(job_id)],
-            args=[method, json.dumps(part), "0"],
-        )
-        return done == 1
+            args=[method, json.dumps(part), "0", "parts_total"],
+        ))
 
     def parts(self, job_id: str) -> dict[str, dict[str, Any]]:
         """The methods' fits saved so far, by method."""

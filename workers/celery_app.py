@@ -55,7 +55,6 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_routes={
             "emcoins.fetch_batch": {"queue": IO_QUEUE},
             "emcoins.fit": {"queue": CPU_QUEUE},
-            "emcoins.finish": {"queue": CPU_QUEUE},
         },
         worker_hijack_root_logger=False,
         task_track_started=False,

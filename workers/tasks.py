@@ -17,8 +17,9 @@ from shared.draws import aggregate_counts
 from shared.errors import InvalidDrawError
 from shared.fitting import merge_results, run_method
 from shared.metrics import TaskObserver
-from shared.status import ErrorCode
-from shared.store import JobNotFound, JobStore
+from shared.status import ErrorCode, JobStatus
+from shared.store import JobNotFound, JobRecord, JobStore, Saved
+from workers import canvas
 from workers.celery_app import app
 from workers.fetch import Cancelled, DrawFetcher, SourceUnavailable, make_session
 
@@ -57,11 +58,6 @@ def store() -> JobStore:
 _INFRA_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 
-def _wait_countdown(retries: int) -> float:
-    """Seconds before looking again for inputs that are not all there yet (about 3 min in all)."""
-    return min(0.1 * 1.5**retries, 5.0)
-
-
 class JobTask(Task):
     """Base of the job tasks: retries on Redis errors; a task that fails for good fails its job."""
 
@@ -76,6 +72,10 @@ class JobTask(Task):
         job_id = args[0] if args else kwargs.get("job_id")
         if not job_id:
             return
+        if isinstance(exc, _INFRA_ERRORS) and self.request.retries < self.max_retries:
+            # Redis went away before even the retry could be sent: the message was not
+            # acknowledged either, so the broker gives it back once Redis returns.
+            return
         try:
             store().fail(
                 job_id,
@@ -87,15 +87,23 @@ class JobTask(Task):
             log.exception("could not record the failure of job %s", job_id)
 
 
-@app.task(name="emcoins.fetch_batch", base=JobTask)
+@app.task(name=canvas.FETCH, base=JobTask)
 def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> None:
-    """Fetch draws ``first .. first+count-1`` of a job and record them as one batch."""
+    """Fetch draws ``first .. first+count-1`` of a job, record them, and start the fits
+    if this batch was the last one missing."""
     jobs = store()
-    status = jobs.status(job_id)
-    if status is None or status.is_final:
+    try:
+        record = jobs.get(job_id)
+    except JobNotFound:
+        return
+    if record.status.is_final:
         return
     if batch in jobs.batches(job_id):
-        return  # redelivered after it was recorded
+        # Redelivered after it was recorded: the crash may have come before the
+        # fits were started, so start them if the draws are complete.
+        if record.status is not JobStatus.FITTING and _all_batches(jobs, record):
+            canvas.start_fits(job_id, record.spec["methods"])
+        return
     jobs.start_fetching(job_id)
 
     checked = {"at": time.monotonic(), "over": False}
@@ -129,30 +137,32 @@ def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> No
             details={"draw": exc.index},
         )
         return
-    jobs.record_batch(job_id, batch, pairs)
+    if jobs.record_batch(job_id, batch, pairs) is Saved.COMPLETED:
+        canvas.start_fits(job_id, record.spec["methods"])
 
 
-@app.task(name="emcoins.fit", base=JobTask, bind=True)
-def fit(self: Task, job_id: str, method: str) -> None:
-    """Fit one method to the job's draws and keep its part of the result."""
+@app.task(name=canvas.FIT, base=JobTask)
+def fit(job_id: str, method: str) -> None:
+    """Fit one method to the job's draws, keep its part, and store the result if this
+    part was the last one missing."""
     jobs = store()
     try:
         record = jobs.get(job_id)
     except JobNotFound:
         return
-    if record.status.is_final or method in jobs.parts(job_id):
+    if record.status.is_final:
+        return
+    if method in jobs.parts(job_id):
+        # Redelivered after its part was saved: the crash may have come before the
+        # result was stored.
+        store_result(jobs, record)
         return
     counts = record.counts
     if counts is None:
         batches = jobs.batches(job_id)
-        pairs = [pair for index in sorted(batches) for pair in batches[index]]
-        if len(pairs) != record.draws_total:
-            # Started before every batch was recorded (a redelivered member of the
-            # fan-out can do that): wait for the rest, and fail only if they never come.
-            _wait_or_fail(self, jobs, job_id, f"only {len(pairs)} of {record.draws_total} "
-                          "draws were fetched")
-            return
-        counts = aggregate_counts(pairs)
+        if len(batches) < record.batches_total:
+            return  # not started by the last fetch; that fetch will start the fits
+        counts = aggregate_counts(pair for i in sorted(batches) for pair in batches[i])
     if not jobs.start_fitting(job_id, counts):
         return
     try:
@@ -161,32 +171,20 @@ def fit(self: Task, job_id: str, method: str) -> None:
         # The data cannot support the fit (e.g. too few flips per draw for K coins).
         jobs.fail(job_id, code=ErrorCode.FIT_FAILED.value, message=f"{method} fit: {exc}")
         return
-    jobs.save_part(job_id, method, part)
+    if jobs.save_part(job_id, method, part) is Saved.COMPLETED:
+        store_result(jobs, record)
 
 
-@app.task(name="emcoins.finish", base=JobTask, bind=True)
-def finish(self: Task, job_id: str) -> None:
-    """Store the merged result once every method's part is in."""
-    jobs = store()
-    try:
-        record = jobs.get(job_id)
-    except JobNotFound:
-        return
-    if record.status.is_final:
-        return
-    parts = jobs.parts(job_id)
-    missing = [method for method in record.spec["methods"] if method not in parts]
-    if missing:
-        _wait_or_fail(self, jobs, job_id, f"no result from {', '.join(missing)}")
-        return
-    jobs.succeed(job_id, merge_results([parts[m] for m in record.spec["methods"]]))
+def store_result(jobs: JobStore, record: JobRecord) -> None:
+    """The job's last step: merge the methods' parts into its result, once."""
+    parts = jobs.parts(record.id)
+    methods = record.spec["methods"]
+    if all(method in parts for method in methods):
+        jobs.succeed(record.id, merge_results([parts[m] for m in methods]))
 
 
-def _wait_or_fail(task: Task, jobs: JobStore, job_id: str, problem: str) -> None:
-    """Look again later for inputs still on their way; after about 3 minutes, fail the job."""
-    if task.request.retries < task.max_retries:
-        raise task.retry(countdown=_wait_countdown(task.request.retries))
-    jobs.fail(job_id, code=ErrorCode.WORKER_ERROR.value, message=f"gave up waiting: {problem}")
+def _all_batches(jobs: JobStore, record: JobRecord) -> bool:
+    return len(jobs.batches(record.id)) >= record.batches_total
 
 
 # Metrics and log context around every task; the work is in shared.metrics.TaskObserver.

@@ -6,7 +6,7 @@ import redis
 
 from shared import keys
 from shared.status import JobStatus
-from shared.store import JobStore
+from shared.store import JobStore, Saved
 
 
 def make_store(client: redis.Redis, ttl: int = 60) -> JobStore:
@@ -67,21 +67,33 @@ def test_lifecycle_stamps_times_and_result(redis_client):
     assert not store.cancel("j")
 
 
-def test_record_batch_is_idempotent(redis_client):
+def test_record_batch_is_idempotent_and_says_when_it_completes(redis_client):
     store = make_store(redis_client)
-    store.create("j", spec={}, draws_total=4)
-    assert store.record_batch("j", 0, [(1, 2), (2, 2)])
-    assert not store.record_batch("j", 0, [(0, 2), (0, 2)])
-    assert store.record_batch("j", 1, [(0, 2), (1, 2)])
+    store.create("j", spec={}, draws_total=4, batches_total=2)
+    assert store.record_batch("j", 0, [(1, 2), (2, 2)]) is Saved.WRITTEN
+    assert store.record_batch("j", 0, [(0, 2), (0, 2)]) is Saved.ALREADY
+    assert store.record_batch("j", 1, [(0, 2), (1, 2)]) is Saved.COMPLETED
+    assert store.record_batch("j", 1, [(0, 2), (1, 2)]) is Saved.ALREADY
     assert store.get("j").draws_fetched == 4
     assert store.batches("j") == {0: [[1, 2], [2, 2]], 1: [[0, 2], [1, 2]]}
     assert 0 < redis_client.pttl(keys.job_draws("j")) <= 60_000
 
 
-def test_record_batch_for_missing_job_writes_nothing(redis_client):
+def test_parts_are_write_once_and_complete_with_the_last_method(redis_client):
     store = make_store(redis_client)
-    assert not store.record_batch("ghost", 0, [(1, 2)])
-    assert not redis_client.exists(keys.job_draws("ghost"))
+    store.create("j", spec={"methods": ["em", "gmm"]}, draws_total=1, counts=[[1, 1, 1]])
+    assert store.save_part("j", "gmm", {"x": 1}) is Saved.WRITTEN
+    assert store.save_part("j", "gmm", {"x": 2}) is Saved.ALREADY
+    assert store.save_part("j", "em", {"y": 1}) is Saved.COMPLETED
+    assert store.parts("j") == {"gmm": {"x": 1}, "em": {"y": 1}}
+    assert 0 < redis_client.pttl(keys.job_parts("j")) <= 60_000
+
+
+def test_writes_for_a_missing_job_write_nothing(redis_client):
+    store = make_store(redis_client)
+    assert store.record_batch("ghost", 0, [(1, 2)]) is Saved.NO_JOB
+    assert store.save_part("ghost", "em", {}) is Saved.NO_JOB
+    assert redis_client.keys("*") == []
 
 
 def test_fail_records_error(redis_client):

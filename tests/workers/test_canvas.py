@@ -21,38 +21,38 @@ def test_batches_cover_every_draw_once(total, size):
 
 def test_task_ids_name_every_subtask():
     ids = canvas.task_ids("job", SPEC, batch_size=10)
-    assert ids == ["job.fit.em", "job.fit.gmm", "job.finish",
-                   "job.fetch.0", "job.fetch.1", "job.fetch.2"]
+    assert ids == ["job.fit.em", "job.fit.gmm", "job.fetch.0", "job.fetch.1", "job.fetch.2"]
     inline = canvas.task_ids("job", {"methods": ["em"], "source": None}, batch_size=10)
-    assert inline == ["job.fit.em", "job.finish"]
+    assert inline == ["job.fit.em"]
 
 
-def test_source_canvas_fetches_then_fits_then_finishes():
-    # Celery turns chain(group, chord) into chord(fetches, body=chord(fits, finish)).
-    signature = dict(canvas.build("job", SPEC, batch_size=10))
-    header, body = signature["kwargs"]["header"], signature["kwargs"]["body"]
-    assert [(t["task"], tuple(t["args"])) for t in header] == [
-        ("emcoins.fetch_batch", ("job", "http://x/draw", 0, 0, 10)),
-        ("emcoins.fetch_batch", ("job", "http://x/draw", 1, 10, 10)),
-        ("emcoins.fetch_batch", ("job", "http://x/draw", 2, 20, 5)),
+def queued(redis_client, queue: str) -> list[dict]:
+    """The task messages waiting in a Celery queue (a Redis list), oldest first."""
+    import json
+
+    return [json.loads(raw)["headers"] for raw in reversed(redis_client.lrange(queue, 0, -1))]
+
+
+def test_a_source_job_starts_with_one_fetch_per_batch(redis_client):
+    canvas.submit("job", SPEC, batch_size=10)
+    headers = queued(redis_client, "io")
+    assert [(h["task"], h["id"]) for h in headers] == [
+        ("emcoins.fetch_batch", "job.fetch.0"),
+        ("emcoins.fetch_batch", "job.fetch.1"),
+        ("emcoins.fetch_batch", "job.fetch.2"),
     ]
-    assert all(t["immutable"] for t in header)
-    fits = body["kwargs"]["header"]
-    assert [(t["task"], list(t["args"])) for t in fits] == [
-        ("emcoins.fit", ["job", "em"]),
-        ("emcoins.fit", ["job", "gmm"]),
+    assert [h["argsrepr"] for h in headers] == [
+        "('job', 'http://x/draw', 0, 0, 10)",
+        "('job', 'http://x/draw', 1, 10, 10)",
+        "('job', 'http://x/draw', 2, 20, 5)",
     ]
-    assert body["kwargs"]["body"]["task"] == "emcoins.finish"
-    ids = [t["options"]["task_id"] for t in header + fits] + [
-        body["kwargs"]["body"]["options"]["task_id"]
-    ]
-    assert sorted(ids) == sorted(canvas.task_ids("job", SPEC, batch_size=10))
+    assert redis_client.llen("cpu") == 0
 
 
-def test_inline_canvas_only_fits():
-    signature = dict(canvas.build("job", {"methods": ["gmm"], "source": None}, batch_size=10))
-    assert [t["task"] for t in signature["kwargs"]["header"]] == ["emcoins.fit"]
-    assert signature["kwargs"]["body"]["task"] == "emcoins.finish"
+def test_an_inline_job_starts_with_its_fits(redis_client):
+    canvas.submit("job", {"methods": ["em", "gmm"], "source": None}, batch_size=10)
+    assert [h["id"] for h in queued(redis_client, "cpu")] == ["job.fit.em", "job.fit.gmm"]
+    assert redis_client.llen("io") == 0
 
 
 def test_routes_send_fetching_to_io_and_fits_to_cpu():
@@ -60,5 +60,5 @@ def test_routes_send_fetching_to_io_and_fits_to_cpu():
 
     routes = app.conf.task_routes
     assert routes["emcoins.fetch_batch"]["queue"] == "io"
-    assert routes["emcoins.fit"]["queue"] == routes["emcoins.finish"]["queue"] == "cpu"
+    assert routes["emcoins.fit"]["queue"] == "cpu"
     assert app.conf.accept_content == ["json"] and app.conf.task_acks_late
