@@ -18,6 +18,9 @@ class JobsApi(Api):
     """flask-smorest's Api, documenting our error envelope instead of its own."""
 
     ERROR_SCHEMA = ErrorSchema
+    # No catch-all "default" response: each status an operation answers is listed, so a
+    # client (or schemathesis) can tell a documented answer from an unexpected one.
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -43,13 +46,20 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # Keep the order the schemas declare (id, status, progress...), not alphabetical.
     app.json.sort_keys = False
 
-    from api import docs, errors, extensions, health, jobs, metrics, plots, web
+    from api import auth, docs, errors, extensions, health, jobs, metrics, plots, web
 
     extensions.init_app(app)
     metrics.init_app(app)
+    auth.init_app(app)
     docs.configure(app)
     description = "Estimate the biases of hidden coins from observed draws with EM."
-    api = JobsApi(app, spec_kwargs={"info": {"description": description}})
+    api = JobsApi(
+        app,
+        spec_kwargs={
+            "info": {"description": description},
+            "extra_plugins": [errors.UnavailablePlugin(), *auth.spec_plugins(app)],
+        },
+    )
     api.register_blueprint(jobs.blp)
     api.register_blueprint(health.blp)
     api.register_blueprint(plots.blp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from apispec import BasePlugin
 from flask import Flask, jsonify
 from flask_smorest import Api
 from kombu.exceptions import OperationalError
@@ -131,6 +132,25 @@ def _settings() -> Settings | None:
 def _settings_limit() -> int:
     settings = _settings()
     return settings.max_body_bytes if settings else 0
+
+
+class UnavailablePlugin(BasePlugin):
+    """Documents the 503 of :func:`_unavailable` on every operation that uses Redis."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs) -> None:
+        """Add the 503 where an operation does not describe its own."""
+        if path == "/healthz":  # answers without Redis
+            return
+        for operation in (operations or {}).values():
+            operation.setdefault("responses", {}).setdefault(
+                "503",
+                {
+                    "description": "Redis is not answering; retry after Retry-After.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            )
 
 
 def init_app(app: Flask, api: Api) -> None:

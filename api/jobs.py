@@ -10,13 +10,13 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api import extensions, metrics
+from api import auth, extensions, metrics
 from api.errors import APIError
 from shared.draws import aggregate_counts, parse_flip_string
 from shared.limits import limit_errors
 from shared.schemas import ErrorSchema, JobCreatedSchema, JobRequestSchema, JobSchema
 from shared.status import JobStatus
-from shared.store import JobNotFound, JobRecord
+from shared.store import JobRecord
 from workers import canvas
 
 blp = Blueprint("jobs", __name__, url_prefix="/jobs", description="Estimation jobs.")
@@ -64,15 +64,6 @@ def _inline_counts(data: dict[str, Any]) -> list[list[int]] | None:
     return None
 
 
-def _record_or_404(job_id: str) -> JobRecord:
-    try:
-        return extensions.store().get(job_id)
-    except JobNotFound:
-        raise APIError(404, f"No job {job_id}.") from None
-    except ValueError:
-        raise APIError(404, f"No job {job_id}.") from None
-
-
 def _running_headers(record: JobRecord) -> dict[str, str]:
     if record.status.is_final:
         return {}
@@ -89,6 +80,12 @@ class Jobs(MethodView):
     @blp.alt_response(413, schema=ErrorSchema, description="The body is too large.")
     @blp.alt_response(415, schema=ErrorSchema, description="The body is not JSON.")
     @blp.alt_response(422, schema=ErrorSchema, description="Invalid fields, by path.")
+    @blp.alt_response(
+        429,
+        schema=ErrorSchema,
+        description="Too many unfinished jobs (EMCOINS_MAX_QUEUED); retry after Retry-After.",
+        headers={"Retry-After": {"schema": {"type": "integer"}}},
+    )
     @blp.alt_response(503, schema=ErrorSchema, description="Redis is not answering.")
     def post(self, data: dict[str, Any]):
         """Submit a job; poll the URL in ``Location`` for its result."""
@@ -96,15 +93,29 @@ class Jobs(MethodView):
         problems = limit_errors(data, settings)
         if problems:
             raise APIError(422, "Some fields are invalid; see details.", details=problems)
+        jobs = extensions.store()
+        if jobs.unfinished_count() >= settings.max_queued:
+            # Backpressure: refuse rather than let the queue and Redis grow without bound.
+            raise APIError(
+                429,
+                f"{settings.max_queued} jobs are already queued or running "
+                "(EMCOINS_MAX_QUEUED); try again later.",
+                details={"max_queued": settings.max_queued},
+                headers={"Retry-After": str(settings.retry_after_seconds)},
+            )
         spec = _spec(data)
         counts = _inline_counts(data)
         total = spec["source"]["draws"] if counts is None else sum(row[2] for row in counts)
         job_id = str(uuid.uuid4())
-        jobs = extensions.store()
         batch_size = settings.fetch_batch_size
         batch_count = 0 if counts is not None else len(canvas.batches(total, batch_size))
         jobs.create(
-            job_id, spec=spec, draws_total=total, counts=counts, batches_total=batch_count
+            job_id,
+            spec=spec,
+            draws_total=total,
+            counts=counts,
+            owner=auth.current_owner(),
+            batches_total=batch_count,
         )
         try:
             canvas.submit(job_id, spec, batch_size=settings.fetch_batch_size)
@@ -126,7 +137,7 @@ class Job(MethodView):
     @blp.alt_response(503, schema=ErrorSchema, description="Redis is not answering.")
     def get(self, job_id: str):
         """The job's status, progress and, once it succeeded, its result."""
-        record = _record_or_404(job_id)
+        record = auth.job_or_404(job_id)
         return job_view(record), 200, _running_headers(record)
 
     @blp.response(202, JobSchema)
@@ -135,7 +146,7 @@ class Job(MethodView):
     @blp.alt_response(503, schema=ErrorSchema, description="Redis is not answering.")
     def delete(self, job_id: str):
         """Cancel a job that has not finished; cancelled is final."""
-        record = _record_or_404(job_id)
+        record = auth.job_or_404(job_id)
         jobs = extensions.store()
         if not jobs.cancel(job_id):
             current = jobs.get(job_id)

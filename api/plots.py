@@ -6,12 +6,12 @@ from flask import Response, current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api import extensions
+from api import auth, extensions
 from api.errors import APIError
 from shared import keys, plotting
 from shared.schemas import ErrorSchema
 from shared.status import JobStatus
-from shared.store import JobNotFound, JobRecord
+from shared.store import JobRecord
 
 blp = Blueprint("plots", __name__, url_prefix="/jobs", description="Plots of finished jobs.")
 
@@ -41,10 +41,7 @@ def plot_bytes(record: JobRecord, fmt: str) -> bytes:
 
 
 def _plot(job_id: str, fmt: str) -> Response:
-    try:
-        record = extensions.store().get(job_id)
-    except (JobNotFound, ValueError):
-        raise APIError(404, f"No job {job_id}.") from None
+    record = auth.job_or_404(job_id)
     if record.status is not JobStatus.SUCCEEDED:
         raise APIError(
             409,
