@@ -21,6 +21,8 @@ class Service:
         self.env = dict(env)
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen | None = None
+        # Set by stop(): a supervisor must not restart what was stopped on purpose.
+        self.stopping = False
 
     def start(self) -> Service:
         """Start the process in its own session, so signals reach its children too."""
@@ -59,6 +61,7 @@ class Service:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the group, then SIGKILL it if it has not exited in time."""
+        self.stopping = True
         if self.process is None:
             return
         self.signal(signal.SIGTERM)

@@ -9,6 +9,8 @@ import dataclasses
 import os
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,6 +38,9 @@ class StackConfig:
     redis_appendonly: bool = True
     start_drawsource: bool = True
     start_workers: bool = True
+    # Restart a process that exits on its own, as compose's `restart: unless-stopped` does
+    # (kombu can take a worker down when Redis restarts under it).
+    restart_crashed: bool = True
     # Extra environment for every child: EMCOINS_* and DRAWSOURCE_* settings pass through.
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     log_dir: Path | None = None
@@ -74,6 +79,9 @@ class Stack:
         self.log_dir = self.config.log_dir or Path(tempfile.mkdtemp(prefix="emcoins-stack-"))
         self.api_port = self.config.api_port
         self.drawsource_port = self.config.drawsource_port
+        self.restarts: list[str] = []
+        self._watching = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def api_url(self) -> str:
@@ -173,10 +181,36 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+        if self.config.restart_crashed:
+            self.supervise()
         return self
+
+    def supervise(self) -> None:
+        """Watch the services in a thread and restart any that exits on its own."""
+        if self._watcher is not None:
+            return
+        self._watching.set()
+        self._watcher = threading.Thread(target=self._watch, name="stack-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while self._watching.is_set():
+            for name, service in list(self.services.items()):
+                if self._watching.is_set() and not service.running() and not service.stopping:
+                    code = service.process.returncode if service.process else None
+                    print(f"{name} exited ({code}); restarting it", file=sys.stderr, flush=True)
+                    self.restarts.append(name)
+                    self.services[name] = Service(
+                        name, service.argv, env=service.env, log_dir=self.log_dir
+                    ).start()
+            time.sleep(0.5)
 
     def stop(self) -> None:
         """Stop every service, then Redis."""
+        self._watching.clear()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
         for service in reversed(list(self.services.values())):
             service.stop()
         self.services.clear()

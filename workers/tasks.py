@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 from celery import Task
+from celery.exceptions import Reject
 from celery.signals import task_postrun, task_prerun
 from kombu.exceptions import OperationalError
 
@@ -52,29 +53,29 @@ def store() -> JobStore:
     return _resources()["store"]
 
 
-# Redis (store or broker) not answering: retry the task later rather than lose it.
-# If even the retry cannot be sent, the unacknowledged message is redelivered by the
-# broker's visibility-timeout sweep once Redis is back.
+# Redis (store or broker) not answering. Celery's retry cannot help here: it must
+# publish the retry to the broker, and when that fails it drops the message.
 _INFRA_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 
 class JobTask(Task):
-    """Base of the job tasks: retries on Redis errors; a task that fails for good fails its job."""
+    """Base of the job tasks: survives Redis outages; a task that fails for good fails its job."""
 
-    autoretry_for = _INFRA_ERRORS
-    retry_backoff = 1
-    retry_backoff_max = 30
-    retry_jitter = True
-    max_retries = 40
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except _INFRA_ERRORS as exc:
+            # Give the message back. If Redis is still away, the give-back fails too and
+            # the message stays unacknowledged in Redis, to be redelivered after the
+            # visibility timeout; the pause keeps a flapping Redis from a hot loop.
+            log.warning("job %s: Redis not answering (%s); task given back", args[:1], exc)
+            time.sleep(1.0)
+            raise Reject(exc, requeue=True) from exc
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        """Record the failure on the job, so it is never left running forever."""
+        """Record an unexpected error on the job, so it is never left running forever."""
         job_id = args[0] if args else kwargs.get("job_id")
         if not job_id:
-            return
-        if isinstance(exc, _INFRA_ERRORS) and self.request.retries < self.max_retries:
-            # Redis went away before even the retry could be sent: the message was not
-            # acknowledged either, so the broker gives it back once Redis returns.
             return
         try:
             store().fail(

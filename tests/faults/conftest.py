@@ -15,6 +15,8 @@ from localstack.stack import Stack, StackConfig
 def fault_stack(tmp_path) -> Iterator[Stack]:
     """Redis (append-only), draw source, one io and one cpu worker, API, on free ports."""
     config = StackConfig(
+        # The tests kill workers and bring them back themselves, to time the recovery.
+        restart_crashed=False,
         api_port=0,
         drawsource_port=0,
         api_workers=1,
