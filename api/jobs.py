@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import uuid
 from typing import Any
@@ -12,12 +13,16 @@ from flask_smorest import Blueprint
 
 from api import auth, extensions, metrics
 from api.errors import APIError
+from shared import keys
 from shared.draws import aggregate_counts, parse_flip_string
 from shared.limits import limit_errors
 from shared.schemas import ErrorSchema, JobCreatedSchema, JobRequestSchema, JobSchema
 from shared.status import JobStatus
 from shared.store import JobRecord
 from workers import canvas
+
+# One more second of suggested wait per this many unfinished jobs.
+JOBS_PER_SECOND_OF_WAIT = 200
 
 blp = Blueprint("jobs", __name__, url_prefix="/jobs", description="Estimation jobs.")
 
@@ -67,7 +72,12 @@ def _inline_counts(data: dict[str, Any]) -> list[list[int]] | None:
 def _running_headers(record: JobRecord) -> dict[str, str]:
     if record.status.is_final:
         return {}
-    return {"Retry-After": str(extensions.settings().retry_after_seconds)}
+    settings = extensions.settings()
+    # The more jobs are unfinished, the longer this one has to wait: suggest a pause
+    # that grows with the backlog, so thousands of clients do not poll flat out.
+    backlog = extensions.store().client.zcard(keys.unfinished_jobs())
+    seconds = min(settings.retry_after_max_seconds, math.ceil(backlog / JOBS_PER_SECOND_OF_WAIT))
+    return {"Retry-After": str(max(settings.retry_after_seconds, seconds))}
 
 
 @blp.route("")

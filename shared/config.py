@@ -86,6 +86,8 @@ class Settings:
     api_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     # Seconds a client is told to wait between polls of a running job.
     retry_after_seconds: int = 1
+    # The longest wait suggested while many jobs are unfinished (one second per 200).
+    retry_after_max_seconds: int = 10
     # Seconds an unacknowledged task may stay with a worker before the broker gives it to
     # another: a worker that died whole (SIGKILL, lost machine) holds its tasks this long.
     # Tasks are idempotent, so a slow task redelivered while it still runs does no harm.

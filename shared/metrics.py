@@ -107,6 +107,10 @@ class Metrics:
 
     def job_finished_by_id(self, store: JobStore, job_id: str) -> bool:
         """:meth:`job_finished` for a job read from the store; False if it is gone."""
+        # Most tasks leave their job running: one HGET settles that before reading it all.
+        status = self._safely(lambda: store.status(job_id))
+        if status is None or not status.is_final:
+            return False
         try:
             record = self._safely(lambda: store.get(job_id))
         except JobNotFound:

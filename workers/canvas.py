@@ -17,14 +17,17 @@ revoke them without having stored them.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from celery import group
+import redis
 
-from workers.celery_app import app
+from workers.celery_app import CPU_QUEUE, app
 
 FETCH = "emcoins.fetch_batch"
 FIT = "emcoins.fit"
+# Fits of one job go out as separate subtasks while fewer than this many wait.
+PARALLEL_FITS_BELOW = 2
 
 
 def batches(total: int, size: int) -> list[tuple[int, int]]:
@@ -37,14 +40,17 @@ def fetch_id(job_id: str, batch: int) -> str:
     return f"{job_id}.fetch.{batch}"
 
 
-def fit_id(job_id: str, method: str) -> str:
-    """The task id of a job's fit of one method."""
-    return f"{job_id}.fit.{method}"
+def fit_id(job_id: str, methods: list[str]) -> str:
+    """The task id of a job's fit of some methods."""
+    return f"{job_id}.fit.{'+'.join(methods)}"
 
 
 def task_ids(job_id: str, spec: dict[str, Any], *, batch_size: int) -> list[str]:
-    """Every subtask id of the job."""
-    ids = [fit_id(job_id, method) for method in spec["methods"]]
+    """Every subtask id the job may have."""
+    methods = spec["methods"]
+    ids = [fit_id(job_id, [method]) for method in methods]
+    if len(methods) > 1:
+        ids.append(fit_id(job_id, methods))
     if spec.get("source"):
         count = len(batches(spec["source"]["draws"], batch_size))
         ids += [fetch_id(job_id, i) for i in range(count)]
@@ -52,19 +58,45 @@ def task_ids(job_id: str, spec: dict[str, Any], *, batch_size: int) -> list[str]
 
 
 def start_fetching(job_id: str, url: str, total: int, *, batch_size: int) -> None:
-    """Send one fetch subtask per batch, to run in parallel."""
-    group(
-        app.signature(FETCH, args=(job_id, url, i, first, count), task_id=fetch_id(job_id, i))
-        for i, (first, count) in enumerate(batches(total, batch_size))
-    ).apply_async()
+    """Send one fetch subtask per batch, to run in parallel (plain sends: a Celery group
+    would only add overhead, since the fan-in goes through the job store)."""
+    for i, (first, count) in enumerate(batches(total, batch_size)):
+        app.send_task(FETCH, args=(job_id, url, i, first, count), task_id=fetch_id(job_id, i))
 
 
 def start_fits(job_id: str, methods: list[str]) -> None:
-    """Send one fit subtask per method, to run in parallel."""
-    group(
-        app.signature(FIT, args=(job_id, method), task_id=fit_id(job_id, method))
-        for method in methods
-    ).apply_async()
+    """Send the fits: one subtask per method when cpu workers are free, else one in all.
+
+    Parallel fits shorten a job only if a second worker is idle to take one; under
+    load every worker is busy anyway, and one subtask per job halves the overhead.
+    """
+    if len(methods) > 1 and queue_length(CPU_QUEUE) < PARALLEL_FITS_BELOW:
+        parts = [[method] for method in methods]
+    else:
+        parts = [list(methods)]
+    for part in parts:
+        app.send_task(FIT, args=(job_id, part), task_id=fit_id(job_id, part))
+
+
+def queue_length(queue: str) -> int:
+    """How many messages wait in a queue: with the Redis broker, the length of a list."""
+    return int(_broker_client().llen(queue))
+
+
+def _broker_client() -> redis.Redis:
+    # One client per process (prefork children must not share a parent's sockets) and
+    # per broker URL (the API's factory may point the Celery app elsewhere).
+    owner = (os.getpid(), app.conf.broker_url)
+    if _broker.get("owner") != owner:
+        _broker.update(owner=owner, client=redis.Redis.from_url(
+            app.conf.broker_url,
+            socket_timeout=app.conf.redis_socket_timeout,
+            socket_connect_timeout=app.conf.redis_socket_connect_timeout,
+        ))
+    return _broker["client"]
+
+
+_broker: dict[str, Any] = {}
 
 
 def submit(job_id: str, spec: dict[str, Any], *, batch_size: int) -> None:

@@ -46,6 +46,8 @@ def configure(app: Celery, settings: Settings) -> Celery:
         accept_content=["json"],
         result_accept_content=["json"],
         result_expires=settings.job_ttl_seconds,
+        # Results live in the job store; Celery's own would be two more Redis writes a task.
+        task_ignore_result=True,
         # A task is acknowledged once done, and given back if its worker dies, so a
         # crash mid-fit redelivers it instead of losing it. Tasks are idempotent.
         task_acks_late=True,

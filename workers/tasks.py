@@ -143,9 +143,9 @@ def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> No
 
 
 @app.task(name=canvas.FIT, base=JobTask)
-def fit(job_id: str, method: str) -> None:
-    """Fit one method to the job's draws, keep its part, and store the result if this
-    part was the last one missing."""
+def fit(job_id: str, methods: list[str]) -> None:
+    """Fit some methods to the job's draws, keep each one's part, and store the result if
+    the last part missing was among them."""
     jobs = store()
     try:
         record = jobs.get(job_id)
@@ -153,8 +153,9 @@ def fit(job_id: str, method: str) -> None:
         return
     if record.status.is_final:
         return
-    if method in jobs.parts(job_id):
-        # Redelivered after its part was saved: the crash may have come before the
+    todo = [method for method in methods if method not in jobs.parts(job_id)]
+    if not todo:
+        # Redelivered after its parts were saved: the crash may have come before the
         # result was stored.
         store_result(jobs, record)
         return
@@ -166,14 +167,15 @@ def fit(job_id: str, method: str) -> None:
         counts = aggregate_counts(pair for i in sorted(batches) for pair in batches[i])
     if not jobs.start_fitting(job_id, counts):
         return
-    try:
-        part = run_method(method, counts, record.spec)
-    except ValueError as exc:
-        # The data cannot support the fit (e.g. too few flips per draw for K coins).
-        jobs.fail(job_id, code=ErrorCode.FIT_FAILED.value, message=f"{method} fit: {exc}")
-        return
-    if jobs.save_part(job_id, method, part) is Saved.COMPLETED:
-        store_result(jobs, record)
+    for method in todo:
+        try:
+            part = run_method(method, counts, record.spec)
+        except ValueError as exc:
+            # The data cannot support the fit (e.g. too few flips per draw for K coins).
+            jobs.fail(job_id, code=ErrorCode.FIT_FAILED.value, message=f"{method} fit: {exc}")
+            return
+        if jobs.save_part(job_id, method, part) is Saved.COMPLETED:
+            store_result(jobs, record)
 
 
 def store_result(jobs: JobStore, record: JobRecord) -> None:

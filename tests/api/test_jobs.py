@@ -161,3 +161,13 @@ def test_openapi_describes_the_jobs_api(client):
     get_op = spec["paths"]["/jobs/{job_id}"]["get"]
     assert {"200", "404"} <= set(get_op["responses"])
     assert "JobRequest" in spec["components"]["schemas"]
+
+
+def test_retry_after_grows_with_the_backlog(client, redis_client):
+    job = post(client, {"counts": [[1, 3]]}).get_json()
+    assert client.get(job["url"]).headers["Retry-After"] == "1"
+    # 1,000 more unfinished jobs: one second per 200, so 5 s (1,001 jobs round up to 6).
+    redis_client.zadd(keys.unfinished_jobs(), {f"other-{i}": 0 for i in range(1000)})
+    assert client.get(job["url"]).headers["Retry-After"] == "6"
+    redis_client.zadd(keys.unfinished_jobs(), {f"more-{i}": 0 for i in range(5000)})
+    assert client.get(job["url"]).headers["Retry-After"] == "10"  # EMCOINS_RETRY_AFTER_MAX

@@ -21,7 +21,8 @@ def test_batches_cover_every_draw_once(total, size):
 
 def test_task_ids_name_every_subtask():
     ids = canvas.task_ids("job", SPEC, batch_size=10)
-    assert ids == ["job.fit.em", "job.fit.gmm", "job.fetch.0", "job.fetch.1", "job.fetch.2"]
+    assert ids == ["job.fit.em", "job.fit.gmm", "job.fit.em+gmm",
+                   "job.fetch.0", "job.fetch.1", "job.fetch.2"]
     inline = canvas.task_ids("job", {"methods": ["em"], "source": None}, batch_size=10)
     assert inline == ["job.fit.em"]
 
@@ -49,10 +50,20 @@ def test_a_source_job_starts_with_one_fetch_per_batch(redis_client):
     assert redis_client.llen("cpu") == 0
 
 
-def test_an_inline_job_starts_with_its_fits(redis_client):
+def test_an_inline_job_starts_with_its_fits_in_parallel_when_workers_are_free(redis_client):
     canvas.submit("job", {"methods": ["em", "gmm"], "source": None}, batch_size=10)
     assert [h["id"] for h in queued(redis_client, "cpu")] == ["job.fit.em", "job.fit.gmm"]
+    assert [h["argsrepr"] for h in queued(redis_client, "cpu")] == [
+        "('job', ['em'])", "('job', ['gmm'])"
+    ]
     assert redis_client.llen("io") == 0
+
+
+def test_under_load_a_job_fits_all_its_methods_in_one_subtask(redis_client):
+    canvas.submit("a", {"methods": ["em", "gmm"], "source": None}, batch_size=10)
+    canvas.submit("b", {"methods": ["em", "gmm"], "source": None}, batch_size=10)
+    ids = [h["id"] for h in queued(redis_client, "cpu")]
+    assert ids == ["a.fit.em", "a.fit.gmm", "b.fit.em+gmm"]
 
 
 def test_routes_send_fetching_to_io_and_fits_to_cpu():
