@@ -72,6 +72,7 @@ def test_whole_cpu_worker_killed_mid_fit(fault_stack):
     back = time.monotonic()
     done = wait_for(fault_stack.api_url, job, timeout=120)
     took = time.monotonic() - back
+    print(f"whole cpu worker killed: job finished {took:.1f} s after a new worker started")
     assert done["status"] == "succeeded", done
     # The broker gives back a dead worker's tasks after the visibility timeout (20 s)
     # plus one restore sweep (2 s), and the refit takes a few seconds.
@@ -89,8 +90,10 @@ def test_io_worker_killed_mid_fetch(fault_stack, drawsource):
     fault_stack.start_worker("io", 2)
     back = time.monotonic()
     done = wait_for(fault_stack.api_url, job, timeout=120)
+    took = time.monotonic() - back
+    print(f"io worker killed: job finished {took:.1f} s after a new worker started")
     assert done["status"] == "succeeded", done
-    assert time.monotonic() - back < 30 + 10
+    assert took < 30 + 10
     # Each batch counted once, whatever was redelivered.
     assert done["progress"] == {"draws_fetched": 100, "draws_total": 100}
 
