@@ -17,6 +17,7 @@ from localstack.ports import free_port
 from localstack.processes import Service, wait_http
 from localstack.redis_server import RedisServer
 from localstack.stack import Stack, StackConfig
+from tests.stub_http import StubServer
 
 _SESSION_REDIS: RedisServer | None = None
 
@@ -108,3 +109,18 @@ def drawsource(tmp_path) -> Iterator[Callable[..., str]]:
     yield start
     for service in started:
         service.stop()
+
+
+@pytest.fixture
+def stub_source() -> Iterator[Callable[..., StubServer]]:
+    """Start tiny HTTP servers answering as a test scripts them; all closed afterwards."""
+    started: list[StubServer] = []
+
+    def start(answer) -> StubServer:
+        server = StubServer(answer)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()

@@ -93,11 +93,8 @@ def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> No
     """Fetch draws ``first .. first+count-1`` of a job, record them, and start the fits
     if this batch was the last one missing."""
     jobs = store()
-    try:
-        record = jobs.get(job_id)
-    except JobNotFound:
-        return
-    if record.status.is_final:
+    record = _running_record(jobs, job_id)
+    if record is None:
         return
     if batch in jobs.batches(job_id):
         # Redelivered after it was recorded: the crash may have come before the
@@ -147,11 +144,8 @@ def fit(job_id: str, methods: list[str]) -> None:
     """Fit some methods to the job's draws, keep each one's part, and store the result if
     the last part missing was among them."""
     jobs = store()
-    try:
-        record = jobs.get(job_id)
-    except JobNotFound:
-        return
-    if record.status.is_final:
+    record = _running_record(jobs, job_id)
+    if record is None:
         return
     todo = [method for method in methods if method not in jobs.parts(job_id)]
     if not todo:
@@ -184,6 +178,15 @@ def store_result(jobs: JobStore, record: JobRecord) -> None:
     methods = record.spec["methods"]
     if all(method in parts for method in methods):
         jobs.succeed(record.id, merge_results([parts[m] for m in methods]))
+
+
+def _running_record(jobs: JobStore, job_id: str) -> JobRecord | None:
+    """The job's record, or None if it expired or already finished (or was cancelled)."""
+    try:
+        record = jobs.get(job_id)
+    except JobNotFound:
+        return None
+    return None if record.status.is_final else record
 
 
 def _all_batches(jobs: JobStore, record: JobRecord) -> bool:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 
 import pytest
-import requests
 
 from shared.config import Settings
 from tests.integration.helpers import submit, wait_for
+from tests.stub_http import draw, raw
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -58,64 +56,20 @@ GARBAGE = {
 }
 
 
-class _Lying(http.server.BaseHTTPRequestHandler):
-    """Answers good draws, except that every draw from the fourth on is ``bad``."""
-
-    bad = b""
-    served = 0
-    lock = threading.Lock()
-
-    def do_GET(self):  # noqa: N802 - the http.server API
-        with self.lock:
-            type(self).served += 1
-            good = type(self).served <= 3
-        body = b'{"flips": "HTTH"}' if good else self.bad
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.mark.parametrize("kind", sorted(GARBAGE))
-def test_garbage_fails_with_invalid_draws(stack, kind):
-    handler = type("Handler", (_Lying,), {"bad": GARBAGE[kind], "served": 0})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/draw"
-        done = wait_for(stack.api_url, submit(stack.api_url, {"source": {"url": url, "draws": 8}}))
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_garbage_fails_with_invalid_draws(stack, stub_source, kind):
+    # Three good draws, then garbage: the job names the first bad draw.
+    source = stub_source(lambda n, path: draw("HTTH") if n <= 3 else raw(GARBAGE[kind]))
+    body = {"source": {"url": source.url(), "draws": 8}}
+    done = wait_for(stack.api_url, submit(stack.api_url, body))
     assert done["status"] == "failed"
     assert done["error"]["code"] == "invalid_draws"
     assert f"draw {done['error']['details']['draw']}" in done["error"]["message"]
 
 
-def test_draws_of_different_lengths_are_valid(stack):
-    class Varying(_Lying):
-        def do_GET(self):  # noqa: N802
-            with self.lock:
-                type(self).served += 1
-                n = type(self).served
-            body = ('{"flips": "%s"}' % ("HT" * (n % 5 + 3))).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Varying)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/draw"
-        job = submit(stack.api_url, {"source": {"url": url, "draws": 20}, "methods": ["em"]})
-        done = wait_for(stack.api_url, job)
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_draws_of_different_lengths_are_valid(stack, stub_source):
+    source = stub_source(lambda n, path: draw("HT" * (n % 5 + 3)))
+    job = submit(stack.api_url, {"source": {"url": source.url(), "draws": 20}, "methods": ["em"]})
+    done = wait_for(stack.api_url, job)
     assert done["status"] == "succeeded", done
-    assert requests.get(f"{stack.api_url}/healthz", timeout=5).status_code == 200
+    assert len(set(source.hits)) == 1 and len(source.hits) == 20

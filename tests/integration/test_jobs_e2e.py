@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 import uuid
 
@@ -12,6 +10,7 @@ import pytest
 import requests
 
 from tests.integration.helpers import submit, wait_for
+from tests.stub_http import draw
 
 pytestmark = pytest.mark.integration
 
@@ -96,32 +95,10 @@ def test_source_answering_5xx_fails_after_retries(stack, drawsource):
     assert "HTTP 503" in done["error"]["message"]
 
 
-class _Garbage(http.server.BaseHTTPRequestHandler):
-    answers = [b'{"flips": "HTTH"}', b'{"flips": "HTXH"}']
-
-    def do_GET(self):  # noqa: N802 - the http.server API
-        index = int(self.path.rsplit("/", 1)[-1] or 0)
-        body = self.answers[min(index, 1)]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_garbage_draws_fail_the_job_naming_the_draw(stack):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/draw/1"
-        done = wait_for(stack.api_url, submit(stack.api_url, {"source": {"url": url, "draws": 4}}))
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_garbage_draws_fail_the_job_naming_the_draw(stack, stub_source):
+    source = stub_source(lambda n, path: draw("HTXH"))
+    done = wait_for(stack.api_url, submit(stack.api_url, {"source": {"url": source.url(),
+                                                                   "draws": 4}}))
     assert done["status"] == "failed"
     assert done["error"]["code"] == "invalid_draws"
     assert "'X' at position 2" in done["error"]["message"]

@@ -2,59 +2,32 @@
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from shared.config import Settings
 from shared.errors import InvalidDrawError
+from tests.stub_http import draw
+from tests.stub_http import scripted as script
 from workers.fetch import Cancelled, DrawFetcher, SourceUnavailable, make_session
 
 
-class _Scripted(http.server.BaseHTTPRequestHandler):
-    """Answers GETs from a script: a list of (status, body, headers), then the last forever."""
-
-    script: list[tuple[int, bytes, dict[str, str]]] = []
-    hits: list[str] = []
-    lock = threading.Lock()
-
-    def do_GET(self):  # noqa: N802 - the http.server API
-        with self.lock:
-            self.hits.append(self.path)
-            status, body, headers = self.script[min(len(self.hits) - 1, len(self.script) - 1)]
-        self.send_response(status)
-        for name, value in {"Content-Length": str(len(body)), **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def scripted() -> Iterator[Callable[..., str]]:
+def scripted(stub_source) -> Callable[..., str]:
+    """Start a source answering from a script; ``scripted.hits()`` lists what it was asked."""
     servers = []
 
     def start(*answers) -> str:
-        handler = type("Handler", (_Scripted,), {"script": list(answers), "hits": []})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append((server, handler))
-        return f"http://127.0.0.1:{server.server_port}/draw"
+        servers.append(stub_source(script(*answers)))
+        return servers[-1].url()
 
-    start.hits = lambda: servers[-1][1].hits  # type: ignore[attr-defined]
-    yield start
-    for server, _ in servers:
-        server.shutdown()
-        server.server_close()
+    start.hits = lambda: servers[-1].hits  # type: ignore[attr-defined]
+    return start
 
 
 def ok(flips) -> tuple[int, bytes, dict]:
-    return 200, json.dumps({"flips": flips}).encode(), {"Content-Type": "application/json"}
+    return draw(flips)
 
 
 def fetcher(**overrides) -> tuple[DrawFetcher, list[float]]:

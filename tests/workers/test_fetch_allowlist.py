@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import socket
-import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from shared.config import Settings
 from shared.store import JobStore
+from tests.stub_http import raw
 from workers.fetch import DrawFetcher, SourceRefused, SourceUnavailable, make_session
 
 
@@ -79,38 +78,15 @@ def test_a_literal_metadata_origin_on_the_allowlist_is_still_refused_at_fetch_ti
     assert session.calls == []
 
 
-class _Server(http.server.BaseHTTPRequestHandler):
-    answer: tuple[int, bytes, dict[str, str]] = (200, b"", {})
-    hits: list[str]
-
-    def do_GET(self):  # noqa: N802 - the http.server API
-        self.hits.append(self.path)
-        status, body, headers = self.answer
-        self.send_response(status)
-        for name, value in {"Content-Length": str(len(body)), **headers}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def servers() -> Iterator:
-    started = []
+def servers(stub_source) -> Callable:
+    """Start a source giving one answer to every GET; returns its URL and its hits."""
 
     def start(status, body=b"", headers=None):
-        handler = type("H", (_Server,), {"answer": (status, body, headers or {}), "hits": []})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        started.append(server)
-        return f"http://127.0.0.1:{server.server_port}/draw", handler.hits
+        server = stub_source(lambda n, path: raw(body, status, headers))
+        return server.url(), server.hits
 
-    yield start
-    for server in started:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
