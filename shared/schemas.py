@@ -13,7 +13,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from shared.draws import parse_flip_string
 from shared.errors import InvalidDrawError
 from shared.methods import METHODS
-from shared.status import ErrorCode, JobStatus
+from shared.status import JobStatus
 
 DATA_FIELDS = ("source", "draws", "counts")
 
@@ -209,5 +209,3 @@ class ErrorSchema(Schema):
 
     error = fields.Nested(ErrorBodySchema, required=True)
 
-
-JOB_ERROR_CODES = tuple(code.value for code in ErrorCode)
