@@ -115,8 +115,6 @@ class Stack:
         env.update(
             {
                 "EMCOINS_SOURCE_ALLOWLIST": self.drawsource_url,
-                "DRAWSOURCE_HOST": self.config.host,
-                "DRAWSOURCE_PORT": str(self.drawsource_port),
                 "PYTHONUNBUFFERED": "1",
                 # Each prefork child runs one fit; BLAS or OpenMP threads on top of
                 # them would oversubscribe the cores.
@@ -126,6 +124,9 @@ class Stack:
             }
         )
         env.update(self.config.env)
+        # Where the stack put things wins over what was asked (DRAWSOURCE_PORT=0: any port).
+        env["DRAWSOURCE_HOST"] = self.config.host
+        env["DRAWSOURCE_PORT"] = str(self.drawsource_port)
         if self.redis is not None:
             env["EMCOINS_REDIS_URL"] = self.redis.url
         return env
