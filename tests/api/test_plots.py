@@ -8,14 +8,7 @@ from PIL import Image
 from api import plots
 from shared import keys
 from shared.store import JobStore
-
-COUNTS = [[2, 10, 3], [3, 10, 2], [7, 10, 4], [8, 10, 3]]
-RESULT = {
-    "n_components": 2,
-    "bic": None,
-    "em": {"thetas": [0.25, 0.75], "weights": [0.4, 0.6], "standard_errors": [0.04, 0.05]},
-    "gmm": {"means": [0.24, 0.76], "stds": [0.05, 0.06], "weights": [0.42, 0.58]},
-}
+from tests.shared.test_plotting import COUNTS, RESULT
 
 
 @pytest.fixture
