@@ -60,6 +60,14 @@ class Saved(IntEnum):
     COMPLETED = 2
 
 
+def connect(url: str, *, timeout: float) -> redis.Redis:
+    """A Redis client whose connects and reads give up after ``timeout`` seconds, so a
+    stopped or frozen Redis is an error at once rather than a hang."""
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+    )
+
+
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with milliseconds, e.g. ``2026-11-25T10:00:00.000Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

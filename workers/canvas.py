@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from shared.store import connect
 from workers.celery_app import CPU_QUEUE, app
 
 FETCH = "emcoins.fetch_batch"
@@ -88,11 +89,8 @@ def _broker_client() -> redis.Redis:
     # per broker URL (the API's factory may point the Celery app elsewhere).
     owner = (os.getpid(), app.conf.broker_url)
     if _broker.get("owner") != owner:
-        _broker.update(owner=owner, client=redis.Redis.from_url(
-            app.conf.broker_url,
-            socket_timeout=app.conf.redis_socket_timeout,
-            socket_connect_timeout=app.conf.redis_socket_connect_timeout,
-        ))
+        client = connect(app.conf.broker_url, timeout=app.conf.redis_socket_timeout)
+        _broker.update(owner=owner, client=client)
     return _broker["client"]
 
 

@@ -19,7 +19,7 @@ from shared.errors import InvalidDrawError
 from shared.fitting import merge_results, run_method
 from shared.metrics import TaskObserver
 from shared.status import ErrorCode, JobStatus
-from shared.store import JobNotFound, JobRecord, JobStore, Saved
+from shared.store import JobNotFound, JobRecord, JobStore, Saved, connect
 from workers import canvas
 from workers.celery_app import app
 from workers.fetch import Cancelled, DrawFetcher, SourceUnavailable, make_session
@@ -33,12 +33,7 @@ def _resources() -> dict[str, Any]:
     """This process's store and draw fetcher; prefork children must not share sockets."""
     if _per_process.get("pid") != os.getpid():
         settings = get_settings()
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=settings.redis_timeout,
-            health_check_interval=30,
-        )
+        client = connect(settings.redis_url, timeout=settings.redis_timeout)
         _per_process.clear()
         _per_process.update(
             pid=os.getpid(),
