@@ -13,7 +13,6 @@ from flask_smorest import Blueprint
 
 from api import auth, extensions, metrics
 from api.errors import APIError
-from shared import keys
 from shared.draws import aggregate_counts, parse_flip_string
 from shared.limits import limit_errors
 from shared.schemas import ErrorSchema, JobCreatedSchema, JobRequestSchema, JobSchema
@@ -75,7 +74,7 @@ def _running_headers(record: JobRecord) -> dict[str, str]:
     settings = extensions.settings()
     # The more jobs are unfinished, the longer this one has to wait: suggest a pause
     # that grows with the backlog, so thousands of clients do not poll flat out.
-    backlog = extensions.store().client.zcard(keys.unfinished_jobs())
+    backlog = extensions.store().backlog()
     seconds = min(settings.retry_after_max_seconds, math.ceil(backlog / JOBS_PER_SECOND_OF_WAIT))
     return {"Retry-After": str(max(settings.retry_after_seconds, seconds))}
 

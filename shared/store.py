@@ -269,6 +269,14 @@ class JobStore:
         raw = self.client.hgetall(keys.job_draws(job_id))
         return {int(_text(k)): json.loads(v) for k, v in raw.items()}
 
+    def has_batch(self, job_id: str, batch: int) -> bool:
+        """True once the batch is recorded (without reading every batch)."""
+        return bool(self.client.hexists(keys.job_draws(job_id), str(batch)))
+
+    def batch_count(self, job_id: str) -> int:
+        """How many batches are recorded."""
+        return int(self.client.hlen(keys.job_draws(job_id)))
+
     def save_part(self, job_id: str, method: str, part: dict[str, Any]) -> Saved:
         """Keep one method's fit; a redelivered fit cannot replace the first one."""
         return Saved(self._save_once(
@@ -280,6 +288,11 @@ class JobStore:
         """The methods' fits saved so far, by method."""
         raw = self.client.hgetall(keys.job_parts(job_id))
         return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    def backlog(self) -> int:
+        """How many jobs are queued or running, read only (for polls; may count a few
+        expired ids until :meth:`unfinished_count` prunes them)."""
+        return int(self.client.zcard(keys.unfinished_jobs()))
 
     def unfinished_count(self) -> int:
         """How many jobs are queued or running (ids older than the TTL have expired)."""

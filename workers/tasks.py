@@ -91,7 +91,7 @@ def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> No
     record = _running_record(jobs, job_id)
     if record is None:
         return
-    if batch in jobs.batches(job_id):
+    if jobs.has_batch(job_id, batch):
         # Redelivered after it was recorded: the crash may have come before the
         # fits were started, so start them if the draws are complete.
         if record.status is not JobStatus.FITTING and _all_batches(jobs, record):
@@ -185,7 +185,7 @@ def _running_record(jobs: JobStore, job_id: str) -> JobRecord | None:
 
 
 def _all_batches(jobs: JobStore, record: JobRecord) -> bool:
-    return len(jobs.batches(record.id)) >= record.batches_total
+    return jobs.batch_count(record.id) >= record.batches_total
 
 
 # Metrics and log context around every task; the work is in shared.metrics.TaskObserver.

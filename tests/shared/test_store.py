@@ -110,3 +110,21 @@ def test_delete_forgets_everything(redis_client):
     store.record_batch("j", 0, [(1, 1)])
     store.delete("j")
     assert redis_client.keys("*") == []
+
+
+def test_batch_lookups_without_reading_the_batches(redis_client):
+    store = make_store(redis_client)
+    store.create("j", spec={}, draws_total=4, batches_total=2)
+    assert not store.has_batch("j", 0) and store.batch_count("j") == 0
+    store.record_batch("j", 1, [(1, 2), (2, 2)])
+    assert store.has_batch("j", 1) and not store.has_batch("j", 0)
+    assert store.batch_count("j") == 1
+
+
+def test_backlog_counts_unfinished_jobs(redis_client):
+    store = make_store(redis_client)
+    store.create("a", spec={}, draws_total=1)
+    store.create("b", spec={}, draws_total=1)
+    assert store.backlog() == 2
+    store.cancel("a")
+    assert store.backlog() == 1
