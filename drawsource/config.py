@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from shared.config import parse_float, parse_int
 from shared.errors import ConfigError
 
 PREFIX = "DRAWSOURCE_"
@@ -18,40 +19,26 @@ def _name(field: str) -> str:
     return PREFIX + field.upper()
 
 
-def _float(name: str, raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _int(name: str, raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-
-
 def _floats(name: str, raw: str) -> tuple[float, ...]:
     items = [item.strip() for item in raw.split(",")]
     if any(not item for item in items):
         raise ConfigError(f"{name} must be comma-separated numbers, got {raw!r}")
-    return tuple(_float(name, item) for item in items)
+    return tuple(parse_float(name, item) for item in items)
 
 
 _PARSERS = {
     "coins": _floats,
     "weights": _floats,
-    "flips": _int,
-    "seed": _int,
+    "flips": parse_int,
+    "seed": parse_int,
     "format": lambda name, raw: raw.strip().lower(),
-    "latency_ms": _float,
-    "error_rate": _float,
-    "slow_rate": _float,
-    "slow_seconds": _float,
+    "latency_ms": parse_float,
+    "error_rate": parse_float,
+    "slow_rate": parse_float,
+    "slow_seconds": parse_float,
     "host": lambda name, raw: raw.strip(),
-    "port": _int,
-    "threads": _int,
+    "port": parse_int,
+    "threads": parse_int,
 }
 
 

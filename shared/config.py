@@ -18,14 +18,16 @@ from shared.errors import ConfigError
 PREFIX = "EMCOINS_"
 
 
-def _int(name: str, raw: str) -> int:
+def parse_int(name: str, raw: str) -> int:
+    """``raw`` as an integer, or a :class:`ConfigError` naming the variable."""
     try:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
-def _float(name: str, raw: str) -> float:
+def parse_float(name: str, raw: str) -> float:
+    """``raw`` as a number, or a :class:`ConfigError` naming the variable."""
     try:
         return float(raw)
     except ValueError:
@@ -42,8 +44,8 @@ def _str(name: str, raw: str) -> str:
 
 # Keyed by the annotation's text: with postponed annotations a field's type is a string.
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "int": _int,
-    "float": _float,
+    "int": parse_int,
+    "float": parse_float,
     "str": _str,
     "tuple[str, ...]": _list,
 }
