@@ -67,6 +67,15 @@ class Settings:
     fetch_concurrency: int = 32
     fetch_connect_timeout: float = 2.0
     fetch_read_timeout: float = 5.0
+    # Whole-exchange deadline of one draw request (connect, headers and body together),
+    # so a source trickling one byte at a time cannot hold a thread past it.
+    fetch_deadline: float = 5.0
+    # Deadline of a whole fetch batch, well inside the visibility timeout: a batch still
+    # running is never redelivered to a second worker.
+    fetch_batch_deadline: float = 12.0
+    # Request bodies: nesting depth of JSON and digits of any integer in it.
+    max_json_depth: int = 32
+    max_int_digits: int = 30
     # Attempts per draw request (first try included), with exponential backoff and jitter:
     # with a source failing 35% of requests, one draw in 36,000 still fails all ten.
     fetch_attempts: int = 10
@@ -74,8 +83,14 @@ class Settings:
     fetch_backoff_max: float = 2.0
     # Limits on what one request may ask for.
     max_body_bytes: int = 2 * 1024 * 1024
-    max_draws: int = 100_000
+    # Rows of inline ``draws`` or ``counts`` (a counts row may stand for many draws).
+    max_rows: int = 100_000
+    # Draws in all, counting each counts row's multiplicity; EM never expands them.
+    max_draws: int = 1_000_000_000
     max_flips: int = 1_000_000
+    # scikit-learn's GaussianMixture takes no sample weights: the baseline expands the
+    # counts into one entry per draw, so it runs only up to this many draws.
+    max_gmm_draws: int = 1_000_000
     max_source_draws: int = 10_000
     max_components: int = 10
     max_restarts: int = 100
