@@ -1,165 +1,216 @@
 """The one settings object, read from the environment once and validated.
 
 Every module imports :func:`get_settings` instead of reading ``os.environ``;
-tests build their own :class:`Settings` with :meth:`Settings.from_env`.
+tests build their own :class:`Settings` by keyword or with :meth:`Settings.from_env`.
+
+Values follow one rule: an unset variable means the default, a variable set to an
+empty value means empty (for the comma-separated lists, none at all), and a value that
+does not parse is a :class:`ConfigError` naming the variable.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from shared.allowlist import OriginError, parse_allowlist
 from shared.errors import ConfigError
 
 PREFIX = "EMCOINS_"
 
-
-def parse_int(name: str, raw: str) -> int:
-    """``raw`` as an integer, or a :class:`ConfigError` naming the variable."""
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def parse_float(name: str, raw: str) -> float:
-    """``raw`` as a number, or a :class:`ConfigError` naming the variable."""
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+# Numbers from outside are never negative; counts and limits are at least one.
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+AtLeastOne = Annotated[int, Field(ge=1)]
+# Comma-separated in the environment; NoDecode keeps pydantic-settings from trying JSON.
+CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
-def _list(name: str, raw: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
+def variable(field: str) -> str:
+    """The environment variable of a settings field."""
+    return PREFIX + field.upper()
 
 
-def _str(name: str, raw: str) -> str:
-    return raw
+class EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self.environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self.environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
 
 
-# Keyed by the annotation's text: with postponed annotations a field's type is a string.
-_PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "int": parse_int,
-    "float": parse_float,
-    "str": _str,
-    "tuple[str, ...]": _list,
-}
+def _problem(error: ErrorDetails) -> str:
+    """One validation error as a sentence naming the variable (never echoing a secret)."""
+    name = variable(str(error["loc"][0])) if error["loc"] else PREFIX + "*"
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind == "value_error" and isinstance(ctx.get("error"), ConfigError):
+        return str(ctx["error"])
+    if kind.startswith("int_"):
+        return f"{name} must be an integer, got {error['input']!r}"
+    if kind.startswith("float_"):
+        return f"{name} must be a number, got {error['input']!r}"
+    if kind == "greater_than_equal" and ctx["ge"] == 0:
+        return f"{name} must not be negative"
+    if kind == "greater_than_equal":
+        return f"{name} must be at least {ctx['ge']}"
+    if kind == "extra_forbidden":
+        return f"{name} is not a setting"
+    return f"{name}: {error['msg']}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
     """Settings shared by the API and the workers; each field is ``EMCOINS_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Connect and socket timeouts on every Redis client, so a stopped or frozen
     # Redis gives a quick error rather than a hang.
-    redis_timeout: float = 2.0
-    job_ttl_seconds: int = 24 * 3600
+    redis_timeout: NonNegativeFloat = 2.0
+    job_ttl_seconds: AtLeastOne = 24 * 3600
     # Draws fetched by one subtask; a job of N draws fans out into ceil(N / size) subtasks.
     # One subtask per draw would cost more in Celery overhead than the fetch itself.
-    fetch_batch_size: int = 30
+    fetch_batch_size: AtLeastOne = 30
     # Concurrent requests per worker process (a thread pool shared by its fetch subtasks).
-    fetch_concurrency: int = 32
-    fetch_connect_timeout: float = 2.0
-    fetch_read_timeout: float = 5.0
+    fetch_concurrency: AtLeastOne = 32
+    fetch_connect_timeout: NonNegativeFloat = 2.0
+    fetch_read_timeout: NonNegativeFloat = 5.0
     # Whole-exchange deadline of one draw request (connect, headers and body together),
     # so a source trickling one byte at a time cannot hold a thread past it.
-    fetch_deadline: float = 5.0
+    fetch_deadline: NonNegativeFloat = 5.0
     # Deadline of a whole fetch batch, well inside the visibility timeout: a batch still
     # running is never redelivered to a second worker.
-    fetch_batch_deadline: float = 12.0
+    fetch_batch_deadline: NonNegativeFloat = 12.0
     # Request bodies: nesting depth of JSON and digits of any integer in it.
-    max_json_depth: int = 32
-    max_int_digits: int = 30
+    max_json_depth: NonNegativeInt = 32
+    max_int_digits: NonNegativeInt = 30
     # Attempts per draw request (first try included), with exponential backoff and jitter:
     # with a source failing 35% of requests, one draw in 36,000 still fails all ten.
-    fetch_attempts: int = 10
-    fetch_backoff: float = 0.05
-    fetch_backoff_max: float = 2.0
+    fetch_attempts: AtLeastOne = 10
+    fetch_backoff: NonNegativeFloat = 0.05
+    fetch_backoff_max: NonNegativeFloat = 2.0
     # Limits on what one request may ask for.
-    max_body_bytes: int = 2 * 1024 * 1024
+    max_body_bytes: NonNegativeInt = 2 * 1024 * 1024
     # Rows of inline ``draws`` or ``counts`` (a counts row may stand for many draws).
-    max_rows: int = 100_000
+    max_rows: NonNegativeInt = 100_000
     # Draws in all, counting each counts row's multiplicity; EM never expands them.
-    max_draws: int = 1_000_000_000
-    max_flips: int = 1_000_000
+    max_draws: AtLeastOne = 1_000_000_000
+    max_flips: AtLeastOne = 1_000_000
     # scikit-learn's GaussianMixture takes no sample weights: the baseline expands the
     # counts into one entry per draw, so it runs only up to this many draws.
-    max_gmm_draws: int = 1_000_000
-    max_source_draws: int = 10_000
-    max_components: int = 10
-    max_restarts: int = 100
+    max_gmm_draws: NonNegativeInt = 1_000_000
+    max_source_draws: AtLeastOne = 10_000
+    max_components: AtLeastOne = 10
+    max_restarts: AtLeastOne = 100
     # Unfinished jobs allowed at once; beyond it POST /jobs answers 429 rather than
     # letting the queue and Redis grow without bound.
-    max_queued: int = 2000
+    max_queued: AtLeastOne = 2000
     # Origins (scheme://host:port, port "*" for any) that source.url may point at.
-    source_allowlist: tuple[str, ...] = ("http://127.0.0.1:8001",)
+    # Empty (EMCOINS_SOURCE_ALLOWLIST=) allows none.
+    source_allowlist: CommaList = ("http://127.0.0.1:8001",)
     # Bearer tokens the API accepts; empty means no authentication. Kept out of repr and logs.
-    api_tokens: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    api_tokens: CommaList = Field(default=(), repr=False)
     # Seconds a client is told to wait between polls of a running job.
-    retry_after_seconds: int = 1
+    retry_after_seconds: NonNegativeInt = 1
     # The longest wait suggested while many jobs are unfinished (one second per 200).
-    retry_after_max_seconds: int = 10
+    retry_after_max_seconds: NonNegativeInt = 10
     # Seconds an unacknowledged task may stay with a worker before the broker gives it to
     # another: a worker that died whole (SIGKILL, lost machine) holds its tasks this long.
     # Tasks are idempotent, so a slow task redelivered while it still runs does no harm.
-    visibility_timeout: int = 20
+    visibility_timeout: NonNegativeInt = 20
     # Seconds between the workers' sweeps that give back such tasks (kombu's default
     # sweep runs about every 100 s whatever the visibility timeout).
-    unacked_restore_interval: int = 2
+    unacked_restore_interval: NonNegativeInt = 2
     # Log lines of the API and workers: "json" (one object per line) or "text".
     log_format: str = "json"
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_problem(exc.errors()[0])) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword construction sees the defaults and the keywords only; the environment
+        # is read by from_env, once, so a test's Settings(...) never depends on the shell.
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``EMCOINS_*`` variables, falling back to the defaults."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            name = PREFIX + field.name.upper()
-            if name in environ:
-                parser = _PARSERS[str(field.type)]
-                values[field.name] = parser(name, environ[name])
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        source = EnvironSource(cls, os.environ if environ is None else environ)
+        return cls(**source())
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first setting out of range."""
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-                raise ConfigError(f"{PREFIX}{field.name.upper()} must not be negative")
-        for name in (
-            "fetch_batch_size",
-            "fetch_concurrency",
-            "fetch_attempts",
-            "max_draws",
-            "max_flips",
-            "max_source_draws",
-            "max_components",
-            "max_restarts",
-            "max_queued",
-            "job_ttl_seconds",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied, validated as a new object is."""
+        return type(self)(**{**self.model_dump(), **changes})
+
+    @field_validator("source_allowlist", "api_tokens", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        """A comma-separated string as a tuple of its non-blank items."""
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("source_allowlist")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         try:
-            parse_allowlist(self.source_allowlist)
+            parse_allowlist(value)
         except OriginError as exc:
-            raise ConfigError(f"{PREFIX}SOURCE_ALLOWLIST: {exc}") from None
-        if any(not token or any(c.isspace() for c in token) for token in self.api_tokens):
+            raise ConfigError(f"{variable(info.field_name)}: {exc}") from None
+        return value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if any(not token or any(c.isspace() for c in token) for token in value):
             # The message never echoes a token: it is a secret.
-            raise ConfigError(f"{PREFIX}API_TOKENS entries must not contain whitespace")
-        if self.log_format not in ("json", "text"):
-            raise ConfigError(f"{PREFIX}LOG_FORMAT must be json or text, got {self.log_format!r}")
-        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"{PREFIX}REDIS_URL must be a redis:// URL, got {self.redis_url!r}")
+            raise ConfigError(f"{variable(info.field_name)} entries must not contain whitespace")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str, info: ValidationInfo) -> str:
+        if value not in ("json", "text"):
+            raise ConfigError(f"{variable(info.field_name)} must be json or text, got {value!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str, info: ValidationInfo) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{variable(info.field_name)} must be a redis:// URL, got {value!r}")
+        return value
 
 
 @functools.cache
