@@ -15,8 +15,9 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY api ./api
 COPY workers ./workers
+# The draw source is a service of its own in compose; the local-stack launcher is not
+# shipped: in a container, compose starts the processes.
 COPY drawsource ./drawsource
-COPY localstack ./localstack
 COPY cli ./cli
 RUN pip install .
 

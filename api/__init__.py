@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from flask import Flask
@@ -26,11 +25,9 @@ class JobsApi(Api):
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the API; ``overrides`` replaces settings fields (or sets Flask config keys)."""
     overrides = dict(overrides or {})
-    setting_names = {f.name for f in dataclasses.fields(Settings)}
-    settings = dataclasses.replace(
-        Settings.from_env(), **{k: overrides.pop(k) for k in list(overrides) if k in setting_names}
+    settings = Settings.from_env().replace(
+        **{k: overrides.pop(k) for k in list(overrides) if k in Settings.model_fields}
     )
-    settings.validate()
 
     app = Flask(__name__)
     app.config.update(
@@ -46,10 +43,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # Keep the order the schemas declare (id, status, progress...), not alphabetical.
     app.json.sort_keys = False
 
-    from api import auth, docs, errors, extensions, health, jobs, metrics, plots, web
+    from api import auth, docs, errors, extensions, health, jobs, metrics, plots, requestlog, web
 
     extensions.init_app(app)
-    metrics.init_app(app)
+    requestlog.init_app(app)
     auth.init_app(app)
     docs.configure(app)
     description = "Estimate the biases of hidden coins from observed draws with EM."

@@ -10,7 +10,6 @@ from marshmallow import Schema, fields
 
 from api import extensions
 from api.errors import APIError
-from workers.celery_app import app as celery_app
 
 blp = Blueprint("health", __name__, description="Probes.")
 
@@ -42,13 +41,13 @@ class Ready(MethodView):
         """Redis answers and at least one worker replies to a ping."""
         checks = {"redis": "ok", "workers": "ok"}
         try:
-            extensions.store().client.ping()
+            extensions.redis_client().ping()
         except redis.RedisError as exc:
             checks["redis"] = f"not answering: {type(exc).__name__}"
             checks["workers"] = "unknown: the broker is Redis"
         else:
             try:
-                replies = celery_app.control.ping(timeout=1.0, limit=1)
+                replies = extensions.celery().control.ping(timeout=1.0, limit=1)
             except (OperationalError, redis.RedisError) as exc:
                 replies, checks["workers"] = [], f"broker error: {type(exc).__name__}"
             if not replies and checks["workers"] == "ok":

@@ -7,18 +7,19 @@ import secrets
 import uuid
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api import auth, extensions, metrics
 from api.errors import APIError
+from shared.contract import JobRequest
 from shared.draws import aggregate_counts, parse_flip_string
 from shared.limits import limit_errors
 from shared.schemas import ErrorSchema, JobCreatedSchema, JobRequestSchema, JobSchema
 from shared.status import JobStatus
-from shared.store import JobRecord
-from workers import canvas
+from shared.store import JobRecord, QueueFull
+from shared.taskqueue import batches
 
 # One more second of suggested wait per this many unfinished jobs.
 JOBS_PER_SECOND_OF_WAIT = 200
@@ -38,33 +39,19 @@ def job_view(record: JobRecord) -> dict[str, Any]:
         "id": record.id,
         "status": record.status,
         "progress": {"draws_fetched": record.draws_fetched, "draws_total": record.draws_total},
-        "result": record.result,
-        "error": record.error,
+        "result": None if record.result is None else record.result.to_json(),
+        "error": None if record.error is None else record.error.to_json(),
         "created_at": record.created_at,
         "started_at": record.started_at,
         "finished_at": record.finished_at,
     }
 
 
-def _spec(data: dict[str, Any]) -> dict[str, Any]:
-    """What the workers need to run the job, with the seed fixed so reruns agree."""
-    seed = data["seed"] if data["seed"] is not None else secrets.randbits(32)
-    return {
-        "source": data.get("source"),
-        "n_components": data["n_components"],
-        "max_components": data["max_components"],
-        "weights": data["weights"],
-        "restarts": data["restarts"],
-        "methods": list(data["methods"]),
-        "seed": seed,
-    }
-
-
-def _inline_counts(data: dict[str, Any]) -> list[list[int]] | None:
-    if "draws" in data:
-        return aggregate_counts(parse_flip_string(d, index=i) for i, d in enumerate(data["draws"]))
-    if "counts" in data:
-        return aggregate_counts(data["counts"])
+def _inline_counts(request: JobRequest) -> list[list[int]] | None:
+    if request.draws is not None:
+        return aggregate_counts(parse_flip_string(d, index=i) for i, d in enumerate(request.draws))
+    if request.counts is not None:
+        return aggregate_counts(request.counts)
     return None
 
 
@@ -96,14 +83,33 @@ class Jobs(MethodView):
         headers={"Retry-After": {"schema": {"type": "integer"}}},
     )
     @blp.alt_response(503, schema=ErrorSchema, description="Redis is not answering.")
-    def post(self, data: dict[str, Any]):
+    def post(self, body: JobRequest):
         """Submit a job; poll the URL in ``Location`` for its result."""
         settings = extensions.settings()
-        problems = limit_errors(data, settings)
+        problems = limit_errors(body, settings)
         if problems:
             raise APIError(422, "Some fields are invalid; see details.", details=problems)
+        # The seed is fixed here, so that the job's fits and any rerun of them agree.
+        spec = body.spec(secrets.randbits(32))
+        counts = _inline_counts(body)
+        if counts is None:
+            total = spec.source.draws
+            batch_count = len(batches(total, settings.fetch_batch_size))
+        else:
+            total, batch_count = sum(row[2] for row in counts), 0
+        job_id = str(uuid.uuid4())
         jobs = extensions.store()
-        if jobs.unfinished_count() >= settings.max_queued:
+        try:
+            jobs.create(
+                job_id,
+                spec=spec,
+                draws_total=total,
+                counts=counts,
+                owner=auth.current_owner(),
+                batches_total=batch_count,
+                max_unfinished=settings.max_queued,
+            )
+        except QueueFull:
             # Backpressure: refuse rather than let the queue and Redis grow without bound.
             raise APIError(
                 429,
@@ -111,28 +117,15 @@ class Jobs(MethodView):
                 "(EMCOINS_MAX_QUEUED); try again later.",
                 details={"max_queued": settings.max_queued},
                 headers={"Retry-After": str(settings.retry_after_seconds)},
-            )
-        spec = _spec(data)
-        counts = _inline_counts(data)
-        total = spec["source"]["draws"] if counts is None else sum(row[2] for row in counts)
-        job_id = str(uuid.uuid4())
-        batch_size = settings.fetch_batch_size
-        batch_count = 0 if counts is not None else len(canvas.batches(total, batch_size))
-        jobs.create(
-            job_id,
-            spec=spec,
-            draws_total=total,
-            counts=counts,
-            owner=auth.current_owner(),
-            batches_total=batch_count,
-        )
+            ) from None
         try:
-            canvas.submit(job_id, spec, batch_size=settings.fetch_batch_size)
+            extensions.dispatcher().submit(job_id, spec)
         except Exception:
             # Not queued means not accepted: leave nothing behind that would look pending.
             jobs.delete(job_id)
             raise
-        metrics.job_submitted(job_id)
+        metrics.job_submitted()
+        current_app.logger.info("job submitted", extra={"job_id": job_id})
         url = f"/jobs/{job_id}"
         return {"id": job_id, "status": JobStatus.QUEUED, "url": url}, 202, {"Location": url}
 
@@ -165,6 +158,6 @@ class Job(MethodView):
                 "only unfinished jobs can be cancelled.",
                 details={"status": current.status.value},
             )
-        canvas.revoke(job_id, record.spec, batch_size=extensions.settings().fetch_batch_size)
-        metrics.job_cancelled(job_id)
+        extensions.dispatcher().revoke(job_id, record.spec)
+        current_app.logger.info("job cancelled", extra={"job_id": job_id})
         return job_view(jobs.get(job_id))

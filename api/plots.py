@@ -8,7 +8,6 @@ from flask_smorest import Blueprint
 
 from api import auth, extensions
 from api.errors import APIError
-from shared import keys, plotting
 from shared.schemas import ErrorSchema
 from shared.status import JobStatus
 from shared.store import JobRecord
@@ -25,17 +24,15 @@ def _binary(media_type: str) -> dict:
 
 def plot_bytes(record: JobRecord, fmt: str) -> bytes:
     """The job's plot, drawn on first request and kept in Redis as long as the job."""
-    client = extensions.store().client
-    key = keys.job_plot(record.id, fmt)
-    cached = client.get(key)
+    jobs = extensions.store()
+    cached = jobs.cached_plot(record.id, fmt)
     if cached is not None:
         return cached
-    image = plotting.render(record.counts or [], record.result or {}, fmt)
-    ttl_ms = client.pttl(keys.job(record.id))
-    ttl_ms = ttl_ms if ttl_ms > 0 else extensions.settings().job_ttl_seconds * 1000
-    # NX: when two requests draw at once, both answer with the bytes stored first.
-    if not client.set(key, image, px=ttl_ms, nx=True):
-        image = client.get(key) or image
+    # matplotlib is imported on the first plot a process draws, not when the API starts.
+    from shared import plotting
+
+    result = record.result.to_json() if record.result is not None else {}
+    image = jobs.keep_plot(record, fmt, plotting.render(record.counts or [], result, fmt))
     current_app.logger.info("plot drawn", extra={"job_id": record.id, "format": fmt})
     return image
 

@@ -6,9 +6,12 @@ to the same JSON API as any other client.
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Flask, render_template
 
 from api import extensions
+from shared.status import FINAL_STATUSES
 
 blp = Blueprint("web", __name__)
 
@@ -20,7 +23,11 @@ def index():
     allowed = getattr(settings, "source_allowlist", ()) or ()
     default_source = f"{allowed[0].rstrip('/')}/draw" if allowed else ""
     return render_template(
-        "index.html", default_source=default_source, max_components=settings.max_components
+        "index.html",
+        default_source=default_source,
+        max_components=settings.max_components,
+        # The page learns which statuses end a job from the API, not from a copy of its own.
+        final_statuses=json.dumps(sorted(FINAL_STATUSES)),
     )
 
 

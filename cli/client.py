@@ -1,12 +1,20 @@
-"""A small HTTP client of the jobs API; every failure becomes one :class:`ClientError`."""
+"""The HTTP client of the jobs API, used by the CLI, the local stack's demo and the tests.
+
+Every failure becomes one :class:`ClientError`.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import requests
 
+from shared.status import FINAL_STATUSES
+
 DEFAULT_URL = "http://127.0.0.1:8000"
+# The statuses a job ends in, as the API's own enum defines them.
+FINAL = frozenset(status.value for status in FINAL_STATUSES)
 
 
 class ClientError(Exception):
@@ -62,6 +70,21 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         """GET /jobs/<id>."""
         return self.request("GET", f"/jobs/{job_id}").json()
+
+    def wait(
+        self, job_id: str, *, timeout: float = 60.0, interval: float = 0.1, seen: list | None = None
+    ) -> dict[str, Any]:
+        """Poll a job until it is final and return it; ``seen`` collects every poll's body."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if seen is not None:
+                seen.append(job)
+            if job["status"] in FINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise ClientError(f"job {job_id} did not finish in {timeout:g} s")
+            time.sleep(interval)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """DELETE /jobs/<id>."""

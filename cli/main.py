@@ -15,9 +15,7 @@ from typing import Any
 
 import click
 
-from cli.client import DEFAULT_URL, Client, ClientError
-
-FINAL = {"succeeded", "failed", "cancelled"}
+from cli.client import DEFAULT_URL, FINAL, Client, ClientError
 
 
 class _Group(click.Group):

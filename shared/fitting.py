@@ -1,4 +1,4 @@
-"""Run a job's estimators on its counts and turn the fits into JSON-ready dicts.
+"""Run a job's estimators on its counts and turn the fits into the typed parts of its result.
 
 Pure: the workers call these with data they read from the store.
 """
@@ -11,77 +11,68 @@ from typing import Any
 
 import numpy as np
 
+from shared.contract import Averaged, EmEstimate, GmmEstimate, JobSpec, Part
 from shared.draws import expand_counts
 from shared.estimation import BinomialMixture, fit_gmm_proportions
 from shared.methods import EM, GMM
 
 
-def _floats(values: Any) -> list[float | None]:
+def _floats(values: Any) -> tuple[float | None, ...]:
     # JSON has no NaN: a standard error at the boundary is reported as null.
-    return [None if not math.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
+    return tuple(None if not math.isfinite(v) else float(v) for v in np.asarray(values, float))
 
 
 def choose_components(
-    heads: np.ndarray, trials: np.ndarray, spec: dict[str, Any]
+    heads: np.ndarray, trials: np.ndarray, spec: JobSpec
 ) -> tuple[int, dict[str, float] | None]:
     """The job's K, and the BIC per K tried when the job asked for ``"auto"``."""
-    if spec["n_components"] != "auto":
-        return int(spec["n_components"]), None
-    model = BinomialMixture(
-        weights=spec["weights"], n_init=spec["restarts"], random_state=spec["seed"]
-    )
-    best, bics = model.select_components(heads, trials, spec["max_components"])
+    if not spec.chooses_components:
+        return int(spec.n_components), None
+    model = BinomialMixture(weights=spec.weights, n_init=spec.restarts, random_state=spec.seed)
+    best, bics = model.select_components(heads, trials, spec.max_components)
     return int(best), {str(k): float(v) for k, v in sorted(bics.items())}
 
 
-def fit_em(heads: np.ndarray, trials: np.ndarray, k: int, spec: dict[str, Any]) -> dict[str, Any]:
+def fit_em(heads: np.ndarray, trials: np.ndarray, k: int, spec: JobSpec) -> EmEstimate:
     """The binomial-mixture EM's best restart and restart-averaged estimate."""
     model = BinomialMixture(
-        n_components=k, weights=spec["weights"], n_init=spec["restarts"], random_state=spec["seed"]
+        n_components=k, weights=spec.weights, n_init=spec.restarts, random_state=spec.seed
     ).fit(heads, trials)
-    return {
-        "thetas": _floats(model.thetas_),
-        "weights": _floats(model.weights_),
-        "standard_errors": _floats(model.standard_errors_),
-        "log_likelihood": float(model.log_likelihood_),
-        "iterations": int(model.n_iter_),
-        "converged": bool(model.converged_),
-        "averaged": {
-            "thetas": _floats(model.averaged_thetas_),
-            "weights": _floats(model.averaged_weights_),
-            "std": _floats(model.averaged_std_),
-            "restarts": len(model.restarts_),
-        },
-    }
+    return EmEstimate(
+        thetas=_floats(model.thetas_),
+        weights=_floats(model.weights_),
+        standard_errors=_floats(model.standard_errors_),
+        log_likelihood=float(model.log_likelihood_),
+        iterations=int(model.n_iter_),
+        converged=bool(model.converged_),
+        averaged=Averaged(
+            thetas=_floats(model.averaged_thetas_),
+            weights=_floats(model.averaged_weights_),
+            std=_floats(model.averaged_std_),
+            restarts=len(model.restarts_),
+        ),
+    )
 
 
-def fit_gmm(heads: np.ndarray, trials: np.ndarray, k: int, spec: dict[str, Any]) -> dict[str, Any]:
+def fit_gmm(heads: np.ndarray, trials: np.ndarray, k: int, spec: JobSpec) -> GmmEstimate:
     """The baseline: a Gaussian mixture on each draw's heads fraction, one k-means init."""
-    fit = fit_gmm_proportions(heads, trials, n_components=k, random_state=spec["seed"])
-    return {
-        "means": _floats(fit["means"]),
-        "weights": _floats(fit["weights"]),
-        "stds": _floats(fit["stds"]),
-        "converged": bool(fit["converged"]),
-        "iterations": int(fit["n_iter"]),
-    }
+    fit = fit_gmm_proportions(heads, trials, n_components=k, random_state=spec.seed)
+    return GmmEstimate(
+        means=_floats(fit["means"]),
+        weights=_floats(fit["weights"]),
+        stds=_floats(fit["stds"]),
+        converged=bool(fit["converged"]),
+        iterations=int(fit["n_iter"]),
+    )
 
 
-def run_method(
-    method: str, counts: Sequence[Sequence[int]], spec: dict[str, Any]
-) -> dict[str, Any]:
-    """Fit one method to ``[heads, trials, count]`` rows; returns K, BIC and the estimates."""
+_FITS = {EM: fit_em, GMM: fit_gmm}
+
+
+def fit_methods(
+    methods: Sequence[str], counts: Sequence[Sequence[int]], spec: JobSpec
+) -> list[Part]:
+    """Fit some methods to ``[heads, trials, count]`` rows, choosing K once for all of them."""
     heads, trials = expand_counts(counts)
     k, bic = choose_components(heads, trials, spec)
-    fit = {EM: fit_em, GMM: fit_gmm}[method]
-    estimates = fit(heads, trials, k, spec)
-    return {"method": method, "n_components": k, "bic": bic, "estimates": estimates}
-
-
-def merge_results(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Combine the per-method outputs of :func:`run_method` into a job's result."""
-    first = parts[0]
-    result: dict[str, Any] = {"n_components": first["n_components"], "bic": first["bic"]}
-    for part in parts:
-        result[part["method"]] = part["estimates"]
-    return result
+    return [Part(method, k, bic, _FITS[method](heads, trials, k, spec)) for method in methods]

@@ -39,11 +39,6 @@ def job_plot(job_id: str, fmt: str) -> str:
     return f"{PREFIX}:job:{_checked(job_id)}:plot:{fmt}"
 
 
-def job_counted(job_id: str) -> str:
-    """Marker that a finished job was counted in the metrics once."""
-    return f"{PREFIX}:job:{_checked(job_id)}:counted"
-
-
 def metric_counters() -> str:
     """Hash of the service's counters, field per label set: ``emcoins:metrics:counters``."""
     return f"{PREFIX}:metrics:counters"

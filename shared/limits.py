@@ -7,43 +7,51 @@ reported under the path of the field it concerns, e.g. ``counts.3.1``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from shared.allowlist import source_url_error
 from shared.config import Settings
-from shared.estimation import max_identifiable_components
+from shared.contract import AUTO, JobRequest
 
 
-def limit_errors(data: dict[str, Any], settings: Settings) -> dict[str, str]:
+def max_identifiable_components(max_flips: int) -> int:
+    """Largest K identifiable from draws of at most ``max_flips`` flips: a mixture of K
+    binomials needs n >= 2K - 1 (Teicher 1963). Written out here so that the API does not
+    load the estimators (scikit-learn, scipy) to check a request."""
+    return (max_flips + 1) // 2
+
+
+def limit_errors(request: JobRequest, settings: Settings) -> dict[str, str]:
     """Map each field path that breaks a limit to what is wrong with it."""
     errors: dict[str, str] = {}
-    source = data.get("source")
-    if source and source["draws"] > settings.max_source_draws:
+    source = request.source
+    if source is not None and source.draws > settings.max_source_draws:
         errors["source.draws"] = (
             f"At most {settings.max_source_draws} draws per job (EMCOINS_MAX_SOURCE_DRAWS)."
         )
-    if source:
-        refused = source_url_error(source["url"], settings.source_allowlist)
+    if source is not None:
+        refused = source_url_error(source.url, settings.source_allowlist)
         if refused:
             errors["source.url"] = refused
-    flips = _flips_per_draw(data)
-    if len(flips) > settings.max_draws:
-        field = "draws" if "draws" in data else "counts"
+    flips = _flips_per_draw(request)
+    field = "draws" if request.draws is not None else "counts"
+    if _draw_total(request) > settings.max_draws:
         errors[field] = f"At most {settings.max_draws} draws per job (EMCOINS_MAX_DRAWS)."
+    elif len(flips) > settings.max_rows:
+        errors[field] = f"At most {settings.max_rows} rows per job (EMCOINS_MAX_ROWS)."
     for path, n in flips.items():
         if n > settings.max_flips:
             errors[path] = f"At most {settings.max_flips} flips per draw (EMCOINS_MAX_FLIPS)."
             break
-    for name, limit, setting in (
-        ("max_components", settings.max_components, "EMCOINS_MAX_COMPONENTS"),
-        ("restarts", settings.max_restarts, "EMCOINS_MAX_RESTARTS"),
+    for name, value, limit, setting in (
+        ("max_components", request.max_components, settings.max_components,
+         "EMCOINS_MAX_COMPONENTS"),
+        ("restarts", request.restarts, settings.max_restarts, "EMCOINS_MAX_RESTARTS"),
     ):
-        if data[name] > limit:
+        if value > limit:
             errors[name] = f"At most {limit} ({setting})."
-    k = data["n_components"]
-    if k != "auto" and k > settings.max_components:
+    k = request.n_components
+    if k != AUTO and k > settings.max_components:
         errors["n_components"] = f"At most {settings.max_components} (EMCOINS_MAX_COMPONENTS)."
-    elif k != "auto" and flips:
+    elif k != AUTO and flips:
         most = max(flips.values())
         if k > max_identifiable_components(most):
             errors["n_components"] = (
@@ -53,10 +61,19 @@ def limit_errors(data: dict[str, Any], settings: Settings) -> dict[str, str]:
     return errors
 
 
-def _flips_per_draw(data: dict[str, Any]) -> dict[str, int]:
+def _draw_total(request: JobRequest) -> int:
+    """Draws of inline data, counting a counts row's multiplicity (one when it has none)."""
+    if request.draws is not None:
+        return len(request.draws)
+    if request.counts is not None:
+        return sum(row[2] if len(row) > 2 else 1 for row in request.counts)
+    return 0
+
+
+def _flips_per_draw(request: JobRequest) -> dict[str, int]:
     """Flips of each inline draw by field path; empty for a source job."""
-    if "draws" in data:
-        return {f"draws.{i}": len(d) for i, d in enumerate(data["draws"])}
-    if "counts" in data:
-        return {f"counts.{i}.1": pair[1] for i, pair in enumerate(data["counts"])}
+    if request.draws is not None:
+        return {f"draws.{i}": len(d) for i, d in enumerate(request.draws)}
+    if request.counts is not None:
+        return {f"counts.{i}.1": pair[1] for i, pair in enumerate(request.counts)}
     return {}

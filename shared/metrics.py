@@ -11,7 +11,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime
 
 import redis
 from prometheus_client.core import (
@@ -22,9 +21,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from shared import keys, logs
+from shared import keys, logs, taskqueue
 from shared.status import JobStatus
-from shared.store import JobNotFound, JobRecord, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -41,29 +39,33 @@ _HELP = {
 }
 SUBMITTED = "jobs_submitted_total"
 _FINISHED = "jobs_finished_total"
-QUEUES = ("io", "cpu")
-FETCH_TASK = "emcoins.fetch_batch"
 NO_CODE = "none"
 
 
-def _finished_field(status: str, code: str) -> str:
+def finished_field(status: str, code: str) -> str:
+    """The counter field of jobs finished with ``status`` and error ``code``; the job store
+    increments it when a job becomes final."""
     return f"{_FINISHED}|{status}|{code}"
+
+
+def bucket_label(bound: float) -> str:
+    """How a bucket's upper bound is written in its hash field and its ``le`` label."""
+    return f"{bound:g}"
 
 
 def bucket_field(name: str, value: float) -> str:
     """The hash field of the one bucket a value falls in: ``le:<bound>`` or ``le:+Inf``."""
     for bound in BUCKETS[name]:
         if value <= bound:
-            return f"le:{bound:g}"
+            return f"le:{bucket_label(bound)}"
     return "le:+Inf"
 
 
 class Metrics:
     """Records events in Redis; a failed write is logged and never fails the job."""
 
-    def __init__(self, client: redis.Redis, *, ttl_seconds: int = 24 * 3600):
+    def __init__(self, client: redis.Redis):
         self.client = client
-        self.ttl_seconds = ttl_seconds
 
     def job_submitted(self) -> None:
         """One more job accepted."""
@@ -82,59 +84,12 @@ class Metrics:
 
         self._safely(write)
 
-    def job_finished(self, record: JobRecord) -> bool:
-        """Count a job in a final status once, whichever process sees it first."""
-        if not record.status.is_final:
-            return False
-
-        def write() -> bool:
-            # SET NX: the API (cancel) and several tasks may all see the same final job.
-            first = self.client.set(
-                keys.job_counted(record.id), 1, nx=True, ex=self.ttl_seconds
-            )
-            if not first:
-                return False
-            code = (record.error or {}).get("code") or NO_CODE
-            self.client.hincrby(
-                keys.metric_counters(), _finished_field(record.status.value, code), 1
-            )
-            duration = job_seconds(record)
-            if duration is not None:
-                self.observe(JOB_DURATION, duration)
-            return True
-
-        return bool(self._safely(write))
-
-    def job_finished_by_id(self, store: JobStore, job_id: str) -> bool:
-        """:meth:`job_finished` for a job read from the store; False if it is gone."""
-        # Most tasks leave their job running: one HGET settles that before reading it all.
-        status = self._safely(lambda: store.status(job_id))
-        if status is None or not status.is_final:
-            return False
-        try:
-            record = self._safely(lambda: store.get(job_id))
-        except JobNotFound:
-            return False
-        return record is not None and self.job_finished(record)
-
     def _safely(self, write):
         try:
             return write()
         except redis.RedisError as exc:
             log.warning("metrics not recorded: %s: %s", type(exc).__name__, exc)
             return None
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def job_seconds(record: JobRecord) -> float | None:
-    """Seconds from creation to the final status, or None if either time is missing."""
-    if not record.finished_at or not record.created_at:
-        return None
-    elapsed = _parse_time(record.finished_at) - _parse_time(record.created_at)
-    return max(0.0, elapsed.total_seconds())
 
 
 def _text(value: bytes | str) -> str:
@@ -146,7 +101,7 @@ def cumulative_buckets(name: str, raw: dict[str, str]) -> list[tuple[str, float]
     running = 0.0
     pairs = []
     for bound in (*BUCKETS[name], math.inf):
-        le = "+Inf" if bound == math.inf else f"{bound:g}"
+        le = "+Inf" if bound == math.inf else bucket_label(bound)
         running += float(raw.get(f"le:{le}", 0))
         pairs.append((le, running))
     return pairs
@@ -156,7 +111,7 @@ class RedisCollector(Collector):
     """Exposes the Redis-held figures and the Celery queues' lengths at scrape time."""
 
     def __init__(self, client: redis.Redis, *, broker: redis.Redis | None = None,
-                 queues: Sequence[str] = QUEUES):
+                 queues: Sequence[str] = taskqueue.QUEUES):
         self.client = client
         self.broker = broker or client
         self.queues = tuple(queues)
@@ -215,36 +170,23 @@ class TaskObserver:
     """Worker-side bookkeeping around each task, fed by Celery's prerun and postrun signals.
 
     Knows nothing of Celery: it takes task ids and names. Subtask ids start with the job
-    id (``<job>.fetch.3``, see :mod:`workers.canvas`), which is how a task finds its job.
+    id (``<job>.fetch.3``, see :mod:`shared.taskqueue`), which is how a task finds its job.
+    Finished jobs are counted by the job store's final transition, not here.
     """
 
-    def __init__(self, store: Callable[[], JobStore], *, ttl_seconds: int):
-        self.store = store
-        self.ttl_seconds = ttl_seconds
+    def __init__(self, client: Callable[[], redis.Redis]):
+        self.client = client
         self._started: dict[str, float] = {}
-
-    @staticmethod
-    def job_of(task_id: str | None) -> str | None:
-        """The job id a subtask id starts with, or None for other tasks."""
-        if not task_id or "." not in task_id:
-            return None
-        return task_id.split(".", 1)[0]
 
     def started(self, task_id: str | None, name: str) -> None:
         """Note the start time; log lines from now on carry the job id."""
-        logs.current_job.set(self.job_of(task_id))
+        logs.current_job.set(taskqueue.job_of(task_id))
         if task_id:
             self._started[task_id] = time.monotonic()
 
     def finished(self, task_id: str | None, name: str) -> None:
-        """Record a fetch's duration and count the job if this task finished it."""
+        """Record a fetch's duration."""
         # The job id stays set: Celery logs the task's outcome after this signal.
         started = self._started.pop(task_id, None) if task_id else None
-        job_id = self.job_of(task_id)
-        if job_id is None:
-            return
-        store = self.store()
-        recorder = Metrics(store.client, ttl_seconds=self.ttl_seconds)
-        if name == FETCH_TASK and started is not None:
-            recorder.observe(FETCH_DURATION, time.monotonic() - started)
-        recorder.job_finished_by_id(store, job_id)
+        if name == taskqueue.FETCH and started is not None:
+            Metrics(self.client()).observe(FETCH_DURATION, time.monotonic() - started)

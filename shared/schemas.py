@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from shared.contract import JobRequest, Source
 from shared.draws import parse_flip_string
 from shared.errors import InvalidDrawError
 from shared.methods import METHODS
@@ -126,6 +127,23 @@ class JobRequestSchema(Schema):
             raise ValidationError(message, field_name="_schema")
         if len(set(data["methods"])) != len(data["methods"]):
             raise ValidationError("Each method may appear once.", field_name="methods")
+
+    @post_load
+    def _typed(self, data: dict[str, Any], **kwargs) -> JobRequest:
+        source = data.get("source")
+        counts = data.get("counts")
+        draws = data.get("draws")
+        return JobRequest(
+            n_components=data["n_components"],
+            max_components=data["max_components"],
+            weights=data["weights"],
+            restarts=data["restarts"],
+            methods=tuple(data["methods"]),
+            seed=data["seed"],
+            source=None if source is None else Source(url=source["url"], draws=source["draws"]),
+            draws=None if draws is None else tuple(draws),
+            counts=None if counts is None else tuple(tuple(pair) for pair in counts),
+        )
 
 
 class JobCreatedSchema(Schema):

@@ -14,13 +14,15 @@ from celery.signals import task_postrun, task_prerun
 from kombu.exceptions import OperationalError
 
 from shared.config import get_settings
+from shared.contract import JobError, JobResult
+from shared.dispatch import Dispatcher
 from shared.draws import aggregate_counts
 from shared.errors import InvalidDrawError
-from shared.fitting import merge_results, run_method
+from shared.fitting import fit_methods
 from shared.metrics import TaskObserver
 from shared.status import ErrorCode, JobStatus
 from shared.store import JobNotFound, JobRecord, JobStore, Saved, connect
-from workers import canvas
+from shared.taskqueue import FETCH, FIT
 from workers.celery_app import app
 from workers.fetch import Cancelled, DrawFetcher, SourceUnavailable, make_session
 
@@ -30,7 +32,8 @@ _per_process: dict[str, Any] = {}
 
 
 def _resources() -> dict[str, Any]:
-    """This process's store and draw fetcher; prefork children must not share sockets."""
+    """This process's store, dispatcher and draw fetcher; prefork children must not share
+    sockets."""
     if _per_process.get("pid") != os.getpid():
         settings = get_settings()
         client = connect(settings.redis_url, timeout=settings.redis_timeout)
@@ -38,6 +41,7 @@ def _resources() -> dict[str, Any]:
         _per_process.update(
             pid=os.getpid(),
             store=JobStore(client, ttl_seconds=settings.job_ttl_seconds),
+            dispatcher=Dispatcher(app, client, batch_size=settings.fetch_batch_size),
             fetcher=DrawFetcher(make_session(settings.fetch_concurrency), settings),
         )
     return _per_process
@@ -46,6 +50,11 @@ def _resources() -> dict[str, Any]:
 def store() -> JobStore:
     """The job store of this process."""
     return _resources()["store"]
+
+
+def dispatcher() -> Dispatcher:
+    """The dispatcher that sends this process's next steps."""
+    return _resources()["dispatcher"]
 
 
 # Redis (store or broker) not answering. Celery's retry cannot help here: it must
@@ -73,17 +82,16 @@ class JobTask(Task):
         if not job_id:
             return
         try:
-            store().fail(
-                job_id,
+            store().fail(job_id, JobError(
                 code=ErrorCode.WORKER_ERROR.value,
                 message=f"{self.name} failed: {type(exc).__name__}: {exc}",
                 details={"task": task_id},
-            )
+            ))
         except _INFRA_ERRORS:
             log.exception("could not record the failure of job %s", job_id)
 
 
-@app.task(name=canvas.FETCH, base=JobTask)
+@app.task(name=FETCH, base=JobTask)
 def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> None:
     """Fetch draws ``first .. first+count-1`` of a job, record them, and start the fits
     if this batch was the last one missing."""
@@ -95,7 +103,7 @@ def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> No
         # Redelivered after it was recorded: the crash may have come before the
         # fits were started, so start them if the draws are complete.
         if record.status is not JobStatus.FITTING and _all_batches(jobs, record):
-            canvas.start_fits(job_id, record.spec["methods"])
+            dispatcher().start_fits(job_id, record.spec)
         return
     jobs.start_fetching(job_id)
 
@@ -115,26 +123,22 @@ def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> No
     except Cancelled:
         return
     except SourceUnavailable as exc:
-        jobs.fail(
-            job_id,
+        jobs.fail(job_id, JobError(
             code=ErrorCode.SOURCE_UNAVAILABLE.value,
             message=str(exc),
             details={"url": exc.url, "draw": exc.index},
-        )
+        ))
         return
     except InvalidDrawError as exc:
-        jobs.fail(
-            job_id,
-            code=ErrorCode.INVALID_DRAWS.value,
-            message=str(exc),
-            details={"draw": exc.index},
-        )
+        jobs.fail(job_id, JobError(
+            code=ErrorCode.INVALID_DRAWS.value, message=str(exc), details={"draw": exc.index}
+        ))
         return
     if jobs.record_batch(job_id, batch, pairs) is Saved.COMPLETED:
-        canvas.start_fits(job_id, record.spec["methods"])
+        dispatcher().start_fits(job_id, record.spec)
 
 
-@app.task(name=canvas.FIT, base=JobTask)
+@app.task(name=FIT, base=JobTask)
 def fit(job_id: str, methods: list[str]) -> None:
     """Fit some methods to the job's draws, keep each one's part, and store the result if
     the last part missing was among them."""
@@ -156,23 +160,23 @@ def fit(job_id: str, methods: list[str]) -> None:
         counts = aggregate_counts(pair for i in sorted(batches) for pair in batches[i])
     if not jobs.start_fitting(job_id, counts):
         return
-    for method in todo:
-        try:
-            part = run_method(method, counts, record.spec)
-        except ValueError as exc:
-            # The data cannot support the fit (e.g. too few flips per draw for K coins).
-            jobs.fail(job_id, code=ErrorCode.FIT_FAILED.value, message=f"{method} fit: {exc}")
-            return
-        if jobs.save_part(job_id, method, part) is Saved.COMPLETED:
+    try:
+        parts = fit_methods(todo, counts, record.spec)
+    except ValueError as exc:
+        # The data cannot support the fit (e.g. too few flips per draw for K coins).
+        jobs.fail(job_id, JobError(code=ErrorCode.FIT_FAILED.value, message=f"fit: {exc}"))
+        return
+    for part in parts:
+        if jobs.save_part(job_id, part) is Saved.COMPLETED:
             store_result(jobs, record)
 
 
 def store_result(jobs: JobStore, record: JobRecord) -> None:
     """The job's last step: merge the methods' parts into its result, once."""
     parts = jobs.parts(record.id)
-    methods = record.spec["methods"]
+    methods = record.spec.methods
     if all(method in parts for method in methods):
-        jobs.succeed(record.id, merge_results([parts[m] for m in methods]))
+        jobs.succeed(record.id, JobResult.merge([parts[m] for m in methods]))
 
 
 def _running_record(jobs: JobStore, job_id: str) -> JobRecord | None:
@@ -189,7 +193,7 @@ def _all_batches(jobs: JobStore, record: JobRecord) -> bool:
 
 
 # Metrics and log context around every task; the work is in shared.metrics.TaskObserver.
-_observer = TaskObserver(store, ttl_seconds=get_settings().job_ttl_seconds)
+_observer = TaskObserver(lambda: store().client)
 
 
 @task_prerun.connect

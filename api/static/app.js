@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+// The statuses that end a job, as the API lists them (see api/web.py).
+const FINAL = new Set(JSON.parse(document.body.dataset.finalStatuses));
 let polling = null;
 
 function show(id, visible) { $(id).hidden = !visible; }

@@ -179,19 +179,12 @@ def test_a_job_created_without_auth_is_hidden_once_auth_is_on(redis_client):
 def test_the_plot_of_a_finished_job_is_for_its_owner_only(secured, redis_server):
     import redis
 
+    from tests.factories import plotted_result
+
     job = create(secured, ALICE)
     jobs = JobStore(redis.Redis.from_url(redis_server.url), ttl_seconds=60)
     jobs.start_fitting(job["id"], [[3, 10, 1], [8, 10, 1]])
-    result = {
-        "n_components": 2,
-        "bic": None,
-        "em": {
-            "thetas": [0.3, 0.8], "weights": [0.5, 0.5], "standard_errors": [0.1, 0.1],
-            "log_likelihood": -3.0, "iterations": 5, "converged": True,
-            "averaged": {"thetas": [0.3, 0.8], "weights": [0.5, 0.5], "std": [0.0, 0.0],
-                         "restarts": 1},
-        },
-    }
+    result = plotted_result()
     assert jobs.succeed(job["id"], result)
     svg = secured.get(f"{job['url']}/plot.svg", headers=bearer(ALICE))
     assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"

@@ -11,7 +11,9 @@ import redis
 
 from api import create_app
 from shared import keys
+from shared.contract import JobError
 from shared.store import JobStore
+from tests.factories import result
 
 JOB = {"counts": [[3, 10], [8, 10]]}
 BUNDLED = ("http://127.0.0.1:8001",)
@@ -73,9 +75,9 @@ def test_a_job_that_finishes_frees_a_slot(capped, store, outcome):
     job_id = jobs[1]["id"]
     if outcome == "succeed":
         store.start_fitting(job_id, [[3, 10, 1], [8, 10, 1]])
-        assert store.succeed(job_id, {"n_components": 2, "bic": None})
+        assert store.succeed(job_id, result(2))
     else:
-        assert store.fail(job_id, code="fit_failed", message="boom")
+        assert store.fail(job_id, JobError(code="fit_failed", message="boom"))
     assert submit(capped).status_code == 202
     assert_429(submit(capped))
 
@@ -130,6 +132,12 @@ def test_records_expire_after_the_ttl_and_the_draws_hash_shares_it(redis_client,
     job_ttl = redis_client.pttl(keys.job(job["id"]))
     draws_ttl = redis_client.pttl(keys.job_draws(job["id"]))
     assert 0 < draws_ttl <= job_ttl and job_ttl - draws_ttl < 1000
+    # One absolute expiry for every key of the job: read at one instant, the TTLs agree.
+    with redis_client.pipeline(transaction=True) as pipe:
+        pipe.pttl(keys.job(job["id"]))
+        pipe.pttl(keys.job_draws(job["id"]))
+        job_ttl, draws_ttl = pipe.execute()
+    assert job_ttl == draws_ttl
 
 
 def test_job_ids_are_random_uuids(client):

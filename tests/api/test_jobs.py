@@ -127,6 +127,9 @@ def test_limits_come_from_settings(redis_client):
     assert "EMCOINS_MAX_SOURCE_DRAWS" in error["details"]["source.draws"]
     error = assert_error(post(client, {"counts": [[1, 5]]}), 422, "invalid_fields")
     assert "EMCOINS_MAX_FLIPS" in error["details"]["counts.0.1"]
+    rows = create_app({"max_rows": 2}).test_client()
+    error = assert_error(post(rows, {"counts": [[1, 3]] * 3}), 422, "invalid_fields")
+    assert error["details"] == {"counts": "At most 2 rows per job (EMCOINS_MAX_ROWS)."}
 
 
 def test_malformed_json_is_400(client):

@@ -1,29 +1,15 @@
-"""Polling helpers for tests that drive the real stack over HTTP."""
+"""Helpers for tests that drive the real stack over HTTP, through the project's one client."""
 
 from __future__ import annotations
 
-import time
-
-import requests
-
-FINAL = {"succeeded", "failed", "cancelled"}
+from cli.client import Client
 
 
 def submit(api_url: str, body: dict) -> dict:
     """POST a job and return the 202 answer's body."""
-    response = requests.post(f"{api_url}/jobs", json=body, timeout=10)
-    assert response.status_code == 202, response.text
-    return response.json()
+    return Client(api_url, timeout=10).submit(body)
 
 
 def wait_for(api_url: str, job: dict, *, timeout: float = 60.0, seen: list | None = None) -> dict:
     """Poll a job until it is final; ``seen`` collects every body polled."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = requests.get(f"{api_url}{job['url']}", timeout=10).json()
-        if seen is not None:
-            seen.append(body)
-        if body["status"] in FINAL:
-            return body
-        time.sleep(0.02)
-    raise AssertionError(f"job {job['id']} not final after {timeout} s: {body}")
+    return Client(api_url, timeout=10).wait(job["id"], timeout=timeout, interval=0.02, seen=seen)

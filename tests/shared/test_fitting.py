@@ -1,4 +1,4 @@
-"""Turning fits into JSON-ready results."""
+"""Turning fits into the typed parts of a job's result, and those into JSON."""
 
 from __future__ import annotations
 
@@ -7,43 +7,60 @@ import math
 
 import numpy as np
 
+from shared.contract import JobResult, JobSpec
 from shared.draws import expand_counts
 from shared.estimation import BinomialMixture
-from shared.fitting import merge_results, run_method
+from shared.fitting import fit_methods
 
-SPEC = {"n_components": 2, "max_components": 3, "weights": "learn", "restarts": 5, "seed": 3}
+SPEC = JobSpec(n_components=2, max_components=3, weights="learn", restarts=5,
+               methods=("em", "gmm"), seed=3)
+AUTO = JobSpec(**{**SPEC.__dict__, "n_components": "auto"})
 COUNTS = [[0, 10, 3], [1, 10, 5], [2, 10, 4], [8, 10, 4], [9, 10, 6], [10, 10, 2]]
 
 
 def test_em_part_matches_the_estimator():
-    part = run_method("em", COUNTS, SPEC)
+    [part] = fit_methods(["em"], COUNTS, SPEC)
     heads, trials = expand_counts(COUNTS)
     model = BinomialMixture(n_components=2, n_init=5, random_state=3).fit(heads, trials)
-    assert part["method"] == "em" and part["n_components"] == 2 and part["bic"] is None
-    np.testing.assert_allclose(part["estimates"]["thetas"], model.thetas_)
-    assert part["estimates"]["log_likelihood"] == model.log_likelihood_
-    assert part["estimates"]["averaged"]["restarts"] == 5
-    json.dumps(part, allow_nan=False)
+    assert part.method == "em" and part.n_components == 2 and part.bic is None
+    np.testing.assert_allclose(part.estimate.thetas, model.thetas_)
+    assert part.estimate.log_likelihood == model.log_likelihood_
+    assert part.estimate.averaged.restarts == 5
+    json.dumps(part.to_json(), allow_nan=False)
 
 
 def test_boundary_standard_errors_become_null():
     # All-tails and all-heads coins put both thetas on the boundary.
-    part = run_method("em", [[0, 10, 5], [10, 10, 5]], SPEC)
-    assert part["estimates"]["standard_errors"] == [None, None]
-    json.dumps(part, allow_nan=False)
+    [part] = fit_methods(["em"], [[0, 10, 5], [10, 10, 5]], SPEC)
+    assert part.to_json()["estimate"]["standard_errors"] == [None, None]
+    json.dumps(part.to_json(), allow_nan=False)
 
 
 def test_auto_picks_the_lowest_bic():
-    part = run_method("gmm", COUNTS, {**SPEC, "n_components": "auto"})
-    bic = part["bic"]
+    [part] = fit_methods(["gmm"], COUNTS, AUTO)
+    bic = part.bic
     assert set(bic) == {"1", "2", "3"}
-    assert part["n_components"] == int(min(bic, key=bic.get))
-    assert len(part["estimates"]["means"]) == part["n_components"]
+    assert part.n_components == int(min(bic, key=bic.get))
+    assert len(part.estimate.means) == part.n_components
     assert all(math.isfinite(v) for v in bic.values())
 
 
-def test_merge_keeps_each_method():
-    parts = [run_method(m, COUNTS, SPEC) for m in ("em", "gmm")]
-    result = merge_results(parts)
-    assert set(result) == {"n_components", "bic", "em", "gmm"}
-    assert result["gmm"] == parts[1]["estimates"]
+def test_auto_chooses_k_once_for_every_method():
+    parts = fit_methods(["em", "gmm"], COUNTS, AUTO)
+    assert parts[0].n_components == parts[1].n_components
+    assert parts[0].bic == parts[1].bic
+    assert len(parts[0].estimate.thetas) == len(parts[1].estimate.means) == parts[0].n_components
+
+
+def test_merge_keeps_each_method_and_round_trips_through_json():
+    parts = fit_methods(["em", "gmm"], COUNTS, SPEC)
+    result = JobResult.merge(parts)
+    data = result.to_json()
+    assert list(data) == ["n_components", "bic", "em", "gmm"]
+    assert data["gmm"] == parts[1].estimate.to_json()
+    assert JobResult.from_json(json.loads(json.dumps(data))) == result
+
+
+def test_a_method_not_asked_for_has_no_key():
+    result = JobResult.merge(fit_methods(["gmm"], COUNTS, SPEC))
+    assert set(result.to_json()) == {"n_components", "bic", "gmm"}

@@ -4,7 +4,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared import keys, logs
+from shared import logs
+from shared.contract import JobError
 from shared.metrics import (
     FETCH_DURATION,
     JOB_DURATION,
@@ -13,9 +14,9 @@ from shared.metrics import (
     TaskObserver,
     bucket_field,
     cumulative_buckets,
-    job_seconds,
 )
 from shared.store import JobStore
+from tests.factories import SPEC
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
@@ -63,60 +64,25 @@ def test_histogram_and_counters_in_the_scrape(redis_client):
     assert figures[("emcoins_queue_depth", (("queue", "cpu"),))] == 1
 
 
-def _finished_job(redis_client, job_id: str, *, fail: bool) -> JobStore:
+def test_task_observer_times_fetches_and_sets_the_log_context(redis_client):
+    observer = TaskObserver(lambda: redis_client)
+    with logs.job_context(None):
+        observer.started("j4.fetch.0", "emcoins.fetch_batch")
+        assert logs.current_job.get() == "j4"
+        observer.finished("j4.fetch.0", "emcoins.fetch_batch")
+        observer.started("j4.fit.em", "emcoins.fit")
+        observer.finished("j4.fit.em", "emcoins.fit")
+    figures = scrape(redis_client)
+    assert figures[("emcoins_fetch_duration_seconds_count", ())] == 1
+
+
+def test_jobs_finished_through_the_store_reach_the_scrape(redis_client):
     store = JobStore(redis_client, ttl_seconds=60)
-    store.create(job_id, spec={}, draws_total=1, counts=[[1, 2, 1]])
-    if fail:
-        store.fail(job_id, code="source_unavailable", message="gone")
-    else:
-        store.start_fitting(job_id, [[1, 2, 1]])
-        store.succeed(job_id, {"n_components": 1})
-    return store
-
-
-def test_a_finished_job_is_counted_once_with_its_code_and_duration(redis_client):
-    store = _finished_job(redis_client, "j1", fail=True)
-    metrics = Metrics(redis_client)
-    assert metrics.job_finished_by_id(store, "j1")
-    assert not metrics.job_finished_by_id(store, "j1")
-    assert not metrics.job_finished_by_id(store, "missing")
+    store.create("j1", spec=SPEC, draws_total=1, counts=[[1, 2, 1]])
+    store.fail("j1", JobError(code="source_unavailable", message="gone"))
     figures = scrape(redis_client)
     finished = (("code", "source_unavailable"), ("status", "failed"))
     assert figures[("emcoins_jobs_finished_total", finished)] == 1
     cancelled = (("code", "none"), ("status", "cancelled"))
     assert figures[("emcoins_jobs_finished_total", cancelled)] == 0
     assert figures[("emcoins_job_duration_seconds_count", ())] == 1
-    assert redis_client.ttl(keys.job_counted("j1")) > 0
-
-
-def test_an_unfinished_job_is_not_counted(redis_client):
-    store = JobStore(redis_client, ttl_seconds=60)
-    store.create("j2", spec={}, draws_total=5)
-    assert not Metrics(redis_client).job_finished_by_id(store, "j2")
-    assert not redis_client.exists(keys.metric_counters())
-
-
-def test_job_seconds_from_the_record(redis_client):
-    store = _finished_job(redis_client, "j3", fail=False)
-    record = store.get("j3")
-    redis_client.hset(keys.job("j3"), mapping={
-        "created_at": "2026-01-01T10:00:00.000Z", "finished_at": "2026-01-01T10:01:02.500Z"
-    })
-    assert job_seconds(store.get("j3")) == 62.5
-    assert record.status.value == "succeeded"
-
-
-def test_task_observer_times_fetches_and_counts_the_job(redis_client):
-    store = _finished_job(redis_client, "j4", fail=False)
-    observer = TaskObserver(lambda: store, ttl_seconds=60)
-    assert observer.job_of("j4.fetch.0") == "j4" and observer.job_of("celery-internal") is None
-    with logs.job_context(None):
-        observer.started("j4.fetch.0", "emcoins.fetch_batch")
-        assert logs.current_job.get() == "j4"
-        observer.finished("j4.fetch.0", "emcoins.fetch_batch")
-        observer.started("j4.finish", "emcoins.finish")
-        observer.finished("j4.finish", "emcoins.finish")
-    figures = scrape(redis_client)
-    assert figures[("emcoins_fetch_duration_seconds_count", ())] == 1
-    succeeded = (("code", "none"), ("status", "succeeded"))
-    assert figures[("emcoins_jobs_finished_total", succeeded)] == 1

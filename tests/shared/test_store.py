@@ -5,8 +5,10 @@ from __future__ import annotations
 import redis
 
 from shared import keys
+from shared.contract import JobError
 from shared.status import JobStatus
-from shared.store import JobStore, Saved
+from shared.store import JobStore, QueueFull, Saved
+from tests.factories import SPEC, part, result, spec
 
 
 def make_store(client: redis.Redis, ttl: int = 60) -> JobStore:
@@ -15,10 +17,10 @@ def make_store(client: redis.Redis, ttl: int = 60) -> JobStore:
 
 def test_create_and_read_back(redis_client):
     store = make_store(redis_client)
-    store.create("j1", spec={"seed": 1}, draws_total=3, counts=[[1, 2, 3]])
+    store.create("j1", spec=spec(seed=7), draws_total=3, counts=[[1, 2, 3]])
     record = store.get("j1")
     assert record.status is JobStatus.QUEUED
-    assert record.spec == {"seed": 1}
+    assert record.spec == spec(seed=7)
     assert (record.draws_total, record.draws_fetched) == (3, 3)
     assert record.counts == [[1, 2, 3]]
     assert record.result is None and record.error is None
@@ -39,37 +41,37 @@ def test_unknown_job_raises(redis_client):
 
 def test_final_status_is_never_overwritten(redis_client):
     store = make_store(redis_client)
-    store.create("j", spec={}, draws_total=5)
+    store.create("j", spec=SPEC, draws_total=5)
     assert store.cancel("j")
     assert not store.start_fetching("j")
     assert not store.start_fitting("j", [[1, 2, 1]])
-    assert not store.succeed("j", {"n_components": 2})
-    assert not store.fail("j", code="x", message="y")
+    assert not store.succeed("j", result(2))
+    assert not store.fail("j", JobError(code="x", message="y"))
     assert store.get("j").status is JobStatus.CANCELLED
     assert store.get("j").result is None
 
 
 def test_lifecycle_stamps_times_and_result(redis_client):
     store = make_store(redis_client)
-    store.create("j", spec={}, draws_total=2)
-    assert store.unfinished_count() == 1
+    store.create("j", spec=SPEC, draws_total=2)
+    assert store.backlog() == 1
     assert store.start_fetching("j")
     assert not store.start_fetching("j")  # only from queued
     started = store.get("j").started_at
     assert store.start_fitting("j", [[1, 2, 2]])
     assert store.get("j").started_at == started
-    assert store.succeed("j", {"n_components": 1})
+    assert store.succeed("j", result(1))
     record = store.get("j")
     assert record.status is JobStatus.SUCCEEDED
-    assert record.result == {"n_components": 1}
+    assert record.result == result(1)
     assert record.finished_at >= record.started_at >= record.created_at
-    assert store.unfinished_count() == 0
+    assert store.backlog() == 0
     assert not store.cancel("j")
 
 
 def test_record_batch_is_idempotent_and_says_when_it_completes(redis_client):
     store = make_store(redis_client)
-    store.create("j", spec={}, draws_total=4, batches_total=2)
+    store.create("j", spec=SPEC, draws_total=4, batches_total=2)
     assert store.record_batch("j", 0, [(1, 2), (2, 2)]) is Saved.WRITTEN
     assert store.record_batch("j", 0, [(0, 2), (0, 2)]) is Saved.ALREADY
     assert store.record_batch("j", 1, [(0, 2), (1, 2)]) is Saved.COMPLETED
@@ -81,32 +83,32 @@ def test_record_batch_is_idempotent_and_says_when_it_completes(redis_client):
 
 def test_parts_are_write_once_and_complete_with_the_last_method(redis_client):
     store = make_store(redis_client)
-    store.create("j", spec={"methods": ["em", "gmm"]}, draws_total=1, counts=[[1, 1, 1]])
-    assert store.save_part("j", "gmm", {"x": 1}) is Saved.WRITTEN
-    assert store.save_part("j", "gmm", {"x": 2}) is Saved.ALREADY
-    assert store.save_part("j", "em", {"y": 1}) is Saved.COMPLETED
-    assert store.parts("j") == {"gmm": {"x": 1}, "em": {"y": 1}}
+    store.create("j", spec=spec(methods=["em", "gmm"]), draws_total=1, counts=[[1, 1, 1]])
+    assert store.save_part("j", part("gmm", means=(0.1, 0.2))) is Saved.WRITTEN
+    assert store.save_part("j", part("gmm", means=(0.3, 0.4))) is Saved.ALREADY
+    assert store.save_part("j", part("em")) is Saved.COMPLETED
+    assert store.parts("j") == {"gmm": part("gmm", means=(0.1, 0.2)), "em": part("em")}
     assert 0 < redis_client.pttl(keys.job_parts("j")) <= 60_000
 
 
 def test_writes_for_a_missing_job_write_nothing(redis_client):
     store = make_store(redis_client)
     assert store.record_batch("ghost", 0, [(1, 2)]) is Saved.NO_JOB
-    assert store.save_part("ghost", "em", {}) is Saved.NO_JOB
+    assert store.save_part("ghost", part("em")) is Saved.NO_JOB
     assert redis_client.keys("*") == []
 
 
 def test_fail_records_error(redis_client):
     store = make_store(redis_client)
-    store.create("j", spec={}, draws_total=1)
-    assert store.fail("j", code="source_unavailable", message="down", details={"url": "u"})
-    error = store.get("j").error
-    assert error == {"code": "source_unavailable", "message": "down", "details": {"url": "u"}}
+    store.create("j", spec=SPEC, draws_total=1)
+    error = JobError(code="source_unavailable", message="down", details={"url": "u"})
+    assert store.fail("j", error)
+    assert store.get("j").error == error
 
 
 def test_delete_forgets_everything(redis_client):
     store = make_store(redis_client)
-    store.create("j", spec={}, draws_total=1)
+    store.create("j", spec=SPEC, draws_total=1)
     store.record_batch("j", 0, [(1, 1)])
     store.delete("j")
     assert redis_client.keys("*") == []
@@ -114,7 +116,7 @@ def test_delete_forgets_everything(redis_client):
 
 def test_batch_lookups_without_reading_the_batches(redis_client):
     store = make_store(redis_client)
-    store.create("j", spec={}, draws_total=4, batches_total=2)
+    store.create("j", spec=SPEC, draws_total=4, batches_total=2)
     assert not store.has_batch("j", 0) and store.batch_count("j") == 0
     store.record_batch("j", 1, [(1, 2), (2, 2)])
     assert store.has_batch("j", 1) and not store.has_batch("j", 0)
@@ -123,8 +125,65 @@ def test_batch_lookups_without_reading_the_batches(redis_client):
 
 def test_backlog_counts_unfinished_jobs(redis_client):
     store = make_store(redis_client)
-    store.create("a", spec={}, draws_total=1)
-    store.create("b", spec={}, draws_total=1)
+    store.create("a", spec=SPEC, draws_total=1)
+    store.create("b", spec=SPEC, draws_total=1)
     assert store.backlog() == 2
     store.cancel("a")
     assert store.backlog() == 1
+
+
+def test_every_key_of_a_job_expires_at_the_one_instant_stored_with_it(redis_client):
+    store = make_store(redis_client, ttl=120)
+    before_ms = int(redis_client.time()[0]) * 1000
+    store.create("j", spec=spec(methods=["gmm"]), draws_total=2, batches_total=1)
+    expires = int(redis_client.hget(keys.job("j"), "expires_at"))
+    assert before_ms + 120_000 <= expires <= before_ms + 122_000
+    store.record_batch("j", 0, [(1, 2), (2, 2)])
+    store.start_fitting("j", [[1, 2, 1], [2, 2, 1]])
+    store.save_part("j", part("gmm"))
+    store.keep_plot(store.get("j"), "png", b"png bytes")
+    # PEXPIRETIME is Redis 7; the bundled 6.2 has none. PTTL values read in one
+    # transaction are read at one instant, so equal expiries give equal PTTLs.
+    with redis_client.pipeline(transaction=True) as pipe:
+        for key in (keys.job("j"), keys.job_draws("j"), keys.job_parts("j"),
+                    keys.job_plot("j", "png")):
+            pipe.pttl(key)
+        ttls = pipe.execute()
+    assert len(set(ttls)) == 1 and 0 < ttls[0] <= 120_000
+
+
+def test_a_plot_is_kept_once(redis_client, redis_server):
+    store = make_store(redis.Redis.from_url(redis_server.url))  # bytes, as the API reads them
+    store.create("j", spec=SPEC, draws_total=1)
+    record = store.get("j")
+    assert store.cached_plot("j", "svg") is None
+    assert store.keep_plot(record, "svg", b"first") == b"first"
+    assert store.keep_plot(record, "svg", b"second") == b"first"
+    assert store.cached_plot("j", "svg") == b"first"
+
+
+def test_the_unfinished_limit_is_checked_and_applied_in_one_step(redis_client):
+    store = make_store(redis_client)
+    for name in ("a", "b"):
+        store.create(name, spec=SPEC, draws_total=1, max_unfinished=2)
+    try:
+        store.create("c", spec=SPEC, draws_total=1, max_unfinished=2)
+    except QueueFull:
+        pass
+    else:
+        raise AssertionError("expected QueueFull")
+    assert not redis_client.exists(keys.job("c"))
+    store.cancel("a")
+    store.create("c", spec=SPEC, draws_total=1, max_unfinished=2)
+    assert store.backlog() == 2
+
+
+def test_a_final_transition_counts_the_job_in_the_same_call(redis_client):
+    store = make_store(redis_client)
+    store.create("j", spec=SPEC, draws_total=1)
+    assert store.fail("j", JobError(code="source_unavailable", message="gone"))
+    assert not store.cancel("j")  # already final: counted once only
+    counters = redis_client.hgetall(keys.metric_counters())
+    assert counters == {"jobs_finished_total|failed|source_unavailable": "1"}
+    histogram = redis_client.hgetall(keys.metric_histogram("job_duration_seconds"))
+    assert histogram["count"] == "1" and histogram["le:0.25"] == "1"

@@ -13,6 +13,7 @@ import redis
 
 from shared.config import Settings
 from shared.store import JobStore
+from tests.factories import spec
 from tests.stub_http import raw
 from workers.fetch import DrawFetcher, SourceRefused, SourceUnavailable, make_session
 
@@ -118,12 +119,12 @@ def test_the_fetch_task_fails_the_job_with_the_refusal(redis_server, redis_clien
     )
     job_id = str(uuid.uuid4())
     url = "http://drawsource:8001/draw"
-    jobs.create(job_id, spec={"source": {"url": url, "draws": 3}}, draws_total=3)
+    jobs.create(job_id, spec=spec(source=(url, 3)), draws_total=3)
     tasks.fetch_batch.run(job_id, url, 0, 0, 3)
     record = jobs.get(job_id)
     assert record.status.value == "failed"
-    assert record.error["code"] == "source_unavailable"
-    assert "resolves to 169.254.169.254" in record.error["message"]
-    assert record.error["details"] == {"url": url, "draw": 0}
+    assert record.error.code == "source_unavailable"
+    assert "resolves to 169.254.169.254" in record.error.message
+    assert record.error.details == {"url": url, "draw": 0}
     assert jobs.batches(job_id) == {}
 

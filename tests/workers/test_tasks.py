@@ -8,11 +8,9 @@ import pytest
 
 from shared import keys
 from shared.status import JobStatus
+from tests.factories import SPEC, part, spec
 from tests.stub_http import draw
 from workers import tasks
-
-SPEC = {"methods": ["em", "gmm"], "n_components": 2, "max_components": 4,
-        "weights": "learn", "restarts": 3, "seed": 1}
 
 
 def queued_ids(redis_client, queue: str) -> list[str]:
@@ -23,8 +21,7 @@ def queued_ids(redis_client, queue: str) -> list[str]:
 def source_job(redis_client, stub_source):
     """A job of 6 draws in two batches of 3, from a source always answering HHTT."""
     url = stub_source(lambda n, path: draw("HHTT")).url()
-    tasks.store().create("job", spec={**SPEC, "source": {"url": url, "draws": 6}},
-                         draws_total=6, batches_total=2)
+    tasks.store().create("job", spec=spec(source=(url, 6)), draws_total=6, batches_total=2)
     return url
 
 
@@ -50,14 +47,13 @@ def test_a_fetch_redelivered_after_its_write_still_starts_the_fits(redis_client,
 
 def test_fits_store_the_result_once(redis_client):
     jobs = tasks.store()
-    jobs.create("job", spec={**SPEC, "source": None}, draws_total=8,
-                counts=[[1, 10, 4], [9, 10, 4]])
+    jobs.create("job", spec=SPEC, draws_total=8, counts=[[1, 10, 4], [9, 10, 4]])
     tasks.fit.run("job", ["em"])
     assert jobs.get("job").status is JobStatus.FITTING  # gmm still missing
     tasks.fit.run("job", ["gmm"])
     first = jobs.get("job")
     assert first.status is JobStatus.SUCCEEDED
-    assert set(first.result) == {"n_components", "bic", "em", "gmm"}
+    assert first.result.em is not None and first.result.gmm is not None
     tasks.fit.run("job", ["em", "gmm"])  # redelivered: nothing is fitted or written again
     again = jobs.get("job")
     assert again.finished_at == first.finished_at and again.result == first.result
@@ -65,17 +61,16 @@ def test_fits_store_the_result_once(redis_client):
 
 def test_a_fit_redelivered_after_its_part_was_saved_stores_the_result(redis_client):
     jobs = tasks.store()
-    jobs.create("job", spec={**SPEC, "methods": ["gmm"], "source": None}, draws_total=8,
+    jobs.create("job", spec=spec(methods=["gmm"]), draws_total=8,
                 counts=[[1, 10, 4], [9, 10, 4]])
     jobs.start_fitting("job", [[1, 10, 4], [9, 10, 4]])
     # As if the worker died between saving the part and storing the result.
-    redis_client.hset(keys.job_parts("job"), "gmm", json.dumps(
-        {"method": "gmm", "n_components": 2, "bic": None, "estimates": {"means": [0.1, 0.9]}}
-    ))
+    saved = part("gmm", means=(0.1, 0.9))
+    redis_client.hset(keys.job_parts("job"), "gmm", json.dumps(saved.to_json()))
     tasks.fit.run("job", ["gmm"])
     record = jobs.get("job")
     assert record.status is JobStatus.SUCCEEDED
-    assert record.result["gmm"] == {"means": [0.1, 0.9]}
+    assert record.result.gmm == saved.estimate
 
 
 def test_a_cancelled_job_is_left_alone(redis_client, source_job):

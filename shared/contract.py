@@ -1,0 +1,304 @@
+"""The job's contract, typed, in one place: what a job asks for, what it gives back, how it failed.
+
+The API builds a :class:`JobSpec` once from the validated request; the store keeps it as
+JSON and gives it back typed; the workers read its attributes. Results and errors are
+typed the same way. Nothing else reads a job's fields by string key: the JSON forms are
+written and read only by the ``to_json`` / ``from_json`` pairs below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from shared.methods import EM, GMM
+
+AUTO = "auto"
+ComponentChoice = int | Literal["auto"]
+
+
+def _floats(values: Sequence[Any]) -> tuple[float | None, ...]:
+    return tuple(None if v is None else float(v) for v in values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where the workers fetch draws: one GET of ``url`` per draw."""
+
+    url: str
+    draws: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"url": self.url, "draws": self.draws}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Source:
+        """Read back :meth:`to_json`."""
+        return cls(url=data["url"], draws=int(data["draws"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """Everything the workers need to run a job; the seed is fixed, so reruns agree."""
+
+    n_components: ComponentChoice
+    max_components: int
+    weights: str
+    restarts: int
+    methods: tuple[str, ...]
+    seed: int
+    source: Source | None = None
+
+    @property
+    def chooses_components(self) -> bool:
+        """True when K is chosen by BIC rather than given."""
+        return self.n_components == AUTO
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form, stored with the job."""
+        return {
+            "source": None if self.source is None else self.source.to_json(),
+            "n_components": self.n_components,
+            "max_components": self.max_components,
+            "weights": self.weights,
+            "restarts": self.restarts,
+            "methods": list(self.methods),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
+        """Read back :meth:`to_json`."""
+        source = data.get("source")
+        return cls(
+            n_components=data["n_components"],
+            max_components=int(data["max_components"]),
+            weights=data["weights"],
+            restarts=int(data["restarts"]),
+            methods=tuple(data["methods"]),
+            seed=int(data["seed"]),
+            source=None if source is None else Source.from_json(source),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRequest:
+    """A validated ``POST /jobs`` body: exactly one of source, draws or counts, and options."""
+
+    n_components: ComponentChoice
+    max_components: int
+    weights: str
+    restarts: int
+    methods: tuple[str, ...]
+    seed: int | None
+    source: Source | None = None
+    draws: tuple[str, ...] | None = None
+    counts: tuple[tuple[int, int], ...] | None = None
+
+    def spec(self, seed: int) -> JobSpec:
+        """The job's spec, with ``seed`` used when the request gave none."""
+        return JobSpec(
+            n_components=self.n_components,
+            max_components=self.max_components,
+            weights=self.weights,
+            restarts=self.restarts,
+            methods=self.methods,
+            seed=seed if self.seed is None else self.seed,
+            source=self.source,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class JobError:
+    """Why a job failed: a code clients match on, a message people read, details."""
+
+    code: str
+    message: str
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"code": self.code, "message": self.message, "details": dict(self.details)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobError:
+        """Read back :meth:`to_json`."""
+        return cls(code=data["code"], message=data["message"], details=data.get("details") or {})
+
+
+@dataclasses.dataclass(frozen=True)
+class Averaged:
+    """The restart-averaged EM estimate, restarts aligned by label."""
+
+    thetas: tuple[float | None, ...]
+    weights: tuple[float | None, ...]
+    std: tuple[float | None, ...]
+    restarts: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "thetas": list(self.thetas),
+            "weights": list(self.weights),
+            "std": list(self.std),
+            "restarts": self.restarts,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Averaged:
+        """Read back :meth:`to_json`."""
+        return cls(
+            thetas=_floats(data["thetas"]),
+            weights=_floats(data["weights"]),
+            std=_floats(data["std"]),
+            restarts=int(data["restarts"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EmEstimate:
+    """The binomial-mixture EM's best restart."""
+
+    thetas: tuple[float | None, ...]
+    weights: tuple[float | None, ...]
+    standard_errors: tuple[float | None, ...]
+    log_likelihood: float
+    iterations: int
+    converged: bool
+    averaged: Averaged
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "thetas": list(self.thetas),
+            "weights": list(self.weights),
+            "standard_errors": list(self.standard_errors),
+            "log_likelihood": self.log_likelihood,
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "averaged": self.averaged.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EmEstimate:
+        """Read back :meth:`to_json`."""
+        return cls(
+            thetas=_floats(data["thetas"]),
+            weights=_floats(data["weights"]),
+            standard_errors=_floats(data["standard_errors"]),
+            log_likelihood=float(data["log_likelihood"]),
+            iterations=int(data["iterations"]),
+            converged=bool(data["converged"]),
+            averaged=Averaged.from_json(data["averaged"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class GmmEstimate:
+    """The Gaussian-mixture baseline on heads fractions."""
+
+    means: tuple[float | None, ...]
+    weights: tuple[float | None, ...]
+    stds: tuple[float | None, ...]
+    converged: bool
+    iterations: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "means": list(self.means),
+            "weights": list(self.weights),
+            "stds": list(self.stds),
+            "converged": self.converged,
+            "iterations": self.iterations,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GmmEstimate:
+        """Read back :meth:`to_json`."""
+        return cls(
+            means=_floats(data["means"]),
+            weights=_floats(data["weights"]),
+            stds=_floats(data["stds"]),
+            converged=bool(data["converged"]),
+            iterations=int(data["iterations"]),
+        )
+
+
+Estimate = EmEstimate | GmmEstimate
+_ESTIMATES: dict[str, type[EmEstimate] | type[GmmEstimate]] = {EM: EmEstimate, GMM: GmmEstimate}
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One method's fit, saved on its own until every method of the job is in."""
+
+    method: str
+    n_components: int
+    bic: Mapping[str, float] | None
+    estimate: Estimate
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "method": self.method,
+            "n_components": self.n_components,
+            "bic": None if self.bic is None else dict(self.bic),
+            "estimate": self.estimate.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Part:
+        """Read back :meth:`to_json`."""
+        method = data["method"]
+        return cls(
+            method=method,
+            n_components=int(data["n_components"]),
+            bic=data.get("bic"),
+            estimate=_ESTIMATES[method].from_json(data["estimate"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class JobResult:
+    """A finished job's estimates: K, the BIC per K tried, and each method asked for."""
+
+    n_components: int
+    bic: Mapping[str, float] | None
+    em: EmEstimate | None = None
+    gmm: GmmEstimate | None = None
+
+    @classmethod
+    def merge(cls, parts: Sequence[Part]) -> JobResult:
+        """The result of a job from its methods' parts (K was chosen once for all of them)."""
+        estimates = {part.method: part.estimate for part in parts}
+        first = parts[0]
+        return cls(
+            n_components=first.n_components,
+            bic=first.bic,
+            em=estimates.get(EM),  # type: ignore[arg-type]
+            gmm=estimates.get(GMM),  # type: ignore[arg-type]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form; a method that was not asked for has no key."""
+        data: dict[str, Any] = {
+            "n_components": self.n_components,
+            "bic": None if self.bic is None else dict(self.bic),
+        }
+        for method, estimate in ((EM, self.em), (GMM, self.gmm)):
+            if estimate is not None:
+                data[method] = estimate.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobResult:
+        """Read back :meth:`to_json`."""
+        return cls(
+            n_components=int(data["n_components"]),
+            bic=data.get("bic"),
+            em=EmEstimate.from_json(data[EM]) if data.get(EM) else None,
+            gmm=GmmEstimate.from_json(data[GMM]) if data.get(GMM) else None,
+        )

@@ -1,0 +1,75 @@
+"""How a job is started and carried from step to step, by task name.
+
+A source job starts as one fetch subtask per batch of draws; the fetch that records the
+last batch starts the fits; the fit that saves the last part stores the result. Each step
+checks its inputs in the job store, where every write is write-once, so a redelivered or
+duplicated subtask changes nothing and cannot start the next step early.
+
+Celery's chords are not used for the fan-in: their counter lives in the result backend,
+and a Redis restart in the middle of a job loses it (seen in the fault tests: "Chord ...
+raised: ConnectionError", and the job never finished).
+
+The API and the workers each hand a :class:`Dispatcher` their own Celery app; this module
+only calls ``send_task`` and ``control.revoke`` on it, so it imports no Celery and no worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from shared.contract import JobSpec
+from shared.taskqueue import CPU_QUEUE, FETCH, FIT, batches, fetch_id, fit_id, task_ids
+
+# Fits of one job go out as separate subtasks while fewer than this many wait.
+PARALLEL_FITS_BELOW = 2
+
+
+class Dispatcher:
+    """Sends a job's subtasks through ``celery`` and reads queue lengths from ``broker``."""
+
+    def __init__(self, celery: Any, broker: redis.Redis, *, batch_size: int):
+        self.celery = celery
+        self.broker = broker
+        self.batch_size = batch_size
+
+    def submit(self, job_id: str, spec: JobSpec) -> None:
+        """Start a job: fetch its draws, or fit at once when the data came inline."""
+        if spec.source is not None:
+            self.start_fetching(job_id, spec.source.url, spec.source.draws)
+        else:
+            self.start_fits(job_id, spec)
+
+    def start_fetching(self, job_id: str, url: str, total: int) -> None:
+        """Send one fetch subtask per batch, to run in parallel (plain sends: a Celery group
+        would only add overhead, since the fan-in goes through the job store)."""
+        for i, (first, count) in enumerate(batches(total, self.batch_size)):
+            self.celery.send_task(
+                FETCH, args=(job_id, url, i, first, count), task_id=fetch_id(job_id, i)
+            )
+
+    def start_fits(self, job_id: str, spec: JobSpec) -> None:
+        """Send the fits: one subtask per method when cpu workers are free, else one in all.
+
+        Parallel fits shorten a job only if a second worker is idle to take one; under load
+        every worker is busy anyway, and one subtask per job halves the overhead. A job that
+        chooses K by BIC fits in one subtask, so that K is chosen once for every method.
+        """
+        methods = list(spec.methods)
+        split = (
+            len(methods) > 1
+            and not spec.chooses_components
+            and self.queue_length(CPU_QUEUE) < PARALLEL_FITS_BELOW
+        )
+        parts = [[method] for method in methods] if split else [methods]
+        for part in parts:
+            self.celery.send_task(FIT, args=(job_id, part), task_id=fit_id(job_id, part))
+
+    def queue_length(self, queue: str) -> int:
+        """How many messages wait in a queue: with the Redis broker, the length of a list."""
+        return int(self.broker.llen(queue))
+
+    def revoke(self, job_id: str, spec: JobSpec) -> None:
+        """Ask the workers to drop the job's pending subtasks."""
+        self.celery.control.revoke(task_ids(job_id, spec, batch_size=self.batch_size))

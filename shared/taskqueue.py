@@ -1,0 +1,91 @@
+"""Task names, queues, subtask ids, the batch split and the Celery configuration, in one place.
+
+The workers register their tasks under these names; the API sends them by name through a
+Celery client of its own, configured from :func:`celery_config`, and never imports the
+workers. Nothing here imports Celery.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.config import Settings
+from shared.contract import JobSpec
+
+FETCH = "emcoins.fetch_batch"
+FIT = "emcoins.fit"
+IO_QUEUE = "io"
+CPU_QUEUE = "cpu"
+QUEUES = (IO_QUEUE, CPU_QUEUE)
+ROUTES = {FETCH: {"queue": IO_QUEUE}, FIT: {"queue": CPU_QUEUE}}
+
+
+def batches(total: int, size: int) -> list[tuple[int, int]]:
+    """``(first, count)`` of each batch of at most ``size`` draws covering ``total`` draws."""
+    return [(first, min(size, total - first)) for first in range(0, total, size)]
+
+
+def fetch_id(job_id: str, batch: int) -> str:
+    """The task id of a job's fetch of one batch."""
+    return f"{job_id}.fetch.{batch}"
+
+
+def fit_id(job_id: str, methods: list[str] | tuple[str, ...]) -> str:
+    """The task id of a job's fit of some methods."""
+    return f"{job_id}.fit.{'+'.join(methods)}"
+
+
+def job_of(task_id: str | None) -> str | None:
+    """The job id a subtask id starts with, or None for other tasks."""
+    if not task_id or "." not in task_id:
+        return None
+    return task_id.split(".", 1)[0]
+
+
+def task_ids(job_id: str, spec: JobSpec, *, batch_size: int) -> list[str]:
+    """Every subtask id the job may have."""
+    ids = [fit_id(job_id, [method]) for method in spec.methods]
+    if len(spec.methods) > 1:
+        ids.append(fit_id(job_id, spec.methods))
+    if spec.source is not None:
+        count = len(batches(spec.source.draws, batch_size))
+        ids += [fetch_id(job_id, i) for i in range(count)]
+    return ids
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The configuration every Celery app of the service uses, workers' and API's alike."""
+    redis_options = {
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": settings.unacked_restore_interval,
+            # Scan on every sweep, not every tenth: a dead worker's tasks come back
+            # within visibility_timeout + unacked_restore_interval.
+            "unacked_restore_throttle": 1,
+            **redis_options,
+        },
+        # Keep reconnecting while Redis is down or restarting, instead of exiting.
+        "broker_connection_max_retries": None,
+        "redis_socket_timeout": settings.redis_timeout,
+        "redis_socket_connect_timeout": settings.redis_timeout,
+        # JSON only: a pickled message could run code in the worker.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Results live in the job store; there is no Celery result backend.
+        "task_ignore_result": True,
+        # A task is acknowledged once done, and given back if its worker dies, so a
+        # crash mid-fit redelivers it instead of losing it. Tasks are idempotent.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": CPU_QUEUE,
+        "task_routes": ROUTES,
+        "worker_hijack_root_logger": False,
+        "task_track_started": False,
+    }
