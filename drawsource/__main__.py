@@ -15,8 +15,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from drawsource.app import create_app
-from drawsource.config import DrawSourceConfig
-from shared.errors import ConfigError
+from drawsource.config import DrawSourceConfig, DrawSourceConfigError
 
 
 class DrawSourceServer(BaseApplication):
@@ -76,7 +75,7 @@ def main() -> int:
     """Validate the settings and the port, then serve until stopped; return an exit code."""
     try:
         config = DrawSourceConfig.from_env()
-    except ConfigError as exc:
+    except DrawSourceConfigError as exc:
         print(f"drawsource: {exc}", file=sys.stderr)
         return 2
     problem = port_problem(config.host, config.port)

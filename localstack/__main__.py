@@ -1,4 +1,7 @@
-"""``python -m localstack run|demo``: start the stack, run the demo job, serve or exit."""
+"""``python -m localstack run|demo|clean-data``: start the stack, run the demo job, serve or exit.
+
+``clean-data`` empties the data folder (``EMCOINS_DATA_DIR``), refusing while a stack uses it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import signal
 import sys
 import threading
 
+from localstack.datadir import DataDirBusy, empty_data_dir
 from localstack.demo import format_job, run_demo_job
 from localstack.stack import PortBusy, Stack, StackConfig
 
@@ -18,13 +22,19 @@ def _interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m localstack", description=__doc__)
-    parser.add_argument("mode", choices=["run", "demo"], help="run: serve until Ctrl-C; demo: exit")
+    parser.add_argument(
+        "mode",
+        choices=["run", "demo", "clean-data"],
+        help="run: serve until Ctrl-C; demo: exit; clean-data: empty the data folder",
+    )
     args = parser.parse_args(argv)
     try:
         config = StackConfig.from_env()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.mode == "clean-data":
+        return clean_data(config)
 
     stop = threading.Event()
     # SIGTERM (from a supervisor) stops the stack as Ctrl-C does; SIGINT is set
@@ -38,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"API: {stack.api_url}")
         print(f"Draw source: {stack.drawsource_url}")
         print(f"Logs: {stack.log_dir}", flush=True)
+        if config.data_dir is not None:
+            print(f"Data (jobs are kept across restarts): {config.data_dir}", flush=True)
         print(f"Web page: {stack.api_url}/  API docs: {stack.api_url}/docs  "
               f"Metrics: {stack.api_url}/metrics")
         if stack.redis is not None:
@@ -47,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"EMCOINS_REDIS_URL={stack.redis.url} "
                   f".venv/bin/celery -A workers.celery_app flower --broker={stack.redis.url}",
                   flush=True)
-        job = run_demo_job(stack.api_url, f"{stack.drawsource_url}/draw")
+        job = run_demo_job(stack.api_url, f"{stack.drawsource_url}/draw", token=stack.api_token)
         print(format_job(job), flush=True)
         if job["status"] != "succeeded":
             return 1
@@ -56,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             while not stop.wait(0.5):
                 pass
         return 0
-    except PortBusy as exc:
+    except (PortBusy, DataDirBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -64,6 +76,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         print("Stopping...", file=sys.stderr, flush=True)
         stack.stop()
+
+
+def clean_data(config: StackConfig) -> int:
+    """Empty the data folder unless a stack holds it; returns the exit status."""
+    if config.data_dir is None:
+        print("EMCOINS_DATA_DIR is empty: there is no data folder to clean")
+        return 0
+    try:
+        removed = empty_data_dir(config.data_dir)
+    except DataDirBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"Emptied {config.data_dir}" if removed else f"{config.data_dir}: nothing to remove")
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import requests
-
-FINAL = {"succeeded", "failed", "cancelled"}
+from cli.client import Client
 
 
-def run_demo_job(api_url: str, draw_url: str, *, draws: int = 30, timeout: float = 60.0) -> dict:
-    """Submit a job over HTTP and poll it until it finishes; returns the final job."""
-    response = requests.post(
-        f"{api_url}/jobs", json={"source": {"url": draw_url, "draws": draws}}, timeout=10
-    )
-    response.raise_for_status()
-    location = response.headers["Location"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = requests.get(f"{api_url}{location}", timeout=10).json()
-        if job["status"] in FINAL:
-            return job
-        time.sleep(0.1)
-    raise TimeoutError(f"job {location} did not finish in {timeout:.0f} s")
+def run_demo_job(
+    api_url: str,
+    draw_url: str,
+    *,
+    token: str | None = None,
+    draws: int = 30,
+    timeout: float = 60.0,
+) -> dict:
+    """Submit a job over HTTP with the project's client and wait until it finishes;
+    returns the final job. ``token`` is sent as a bearer token, for an API started with
+    ``EMCOINS_API_TOKENS``."""
+    client = Client(api_url, token=token, timeout=10)
+    job = client.submit({"source": {"url": draw_url, "draws": draws}})
+    return client.wait(job["id"], timeout=timeout)
 
 
 def _cells(values: list[Any] | None) -> str:

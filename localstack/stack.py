@@ -5,7 +5,6 @@ Used by ``make run`` / ``make demo``, by the integration tests and by the benchm
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import tempfile
@@ -13,60 +12,147 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any
 
+from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from localstack.datadir import DataLock
 from localstack.ports import free_port, port_is_free
 from localstack.processes import Service, wait_http
 from localstack.redis_server import RedisServer
+from shared.config import Settings
+
+# The checkout's own data folder (git-ignored), whatever the current directory.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / ".emcoins"
+# Variables handed to every child as they are: the service's and the draw source's settings.
+PASSED_THROUGH = ("EMCOINS_", "DRAWSOURCE_")
+
+# The StackConfig fields read by from_env, and their variables; the other fields are set
+# in code only (HOST or LOG_DIR set for some other program must not move the stack).
+VARIABLES = {
+    "api_port": "API_PORT",
+    "drawsource_port": "DRAWSOURCE_PORT",
+    "cpu_workers": "WORKERS",
+    "cpu_concurrency": "CPU_CONCURRENCY",
+    "io_concurrency": "IO_CONCURRENCY",
+    "api_workers": "API_WORKERS",
+    "data_dir": "EMCOINS_DATA_DIR",
+}
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+Count = Annotated[int, Field(ge=1)]
 
 
 class PortBusy(RuntimeError):
     """A port the user asked for is taken."""
 
 
-@dataclasses.dataclass
-class StackConfig:
-    """What to start and where; ports of 0 mean "pick a free one"."""
+class StackConfigError(ValueError):
+    """A variable the local stack reads is malformed."""
+
+
+class _StackEnviron(PydanticBaseSettingsSource):
+    """The fields of :data:`VARIABLES` from a mapping, and the settings to pass on."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.environ.get(VARIABLES.get(field_name, "")), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, field_name)
+            if value is not None:
+                values[key] = value
+        values["env"] = {k: v for k, v in self.environ.items() if k.startswith(PASSED_THROUGH)}
+        return values
+
+
+def _problem(error: ErrorDetails) -> str:
+    """One validation error as a sentence naming the variable."""
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    name = VARIABLES.get(field, field)
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind.startswith("int_"):
+        return f"{name} must be an integer, got {error['input']!r}"
+    if kind == "greater_than_equal":
+        return f"{name} must be at least {ctx['ge']}, got {error['input']!r}"
+    if kind == "less_than_equal":
+        return f"{name} must be at most {ctx['le']}, got {error['input']!r}"
+    return f"{name}: {error['msg']}"
+
+
+class StackConfig(BaseSettings):
+    """What to start and where; ports of 0 mean "pick a free one".
+
+    Built in code (tests, benchmarks) it reads no environment and keeps its data in a
+    temporary folder; :meth:`from_env` reads the variables of :data:`VARIABLES`.
+    """
+
+    model_config = SettingsConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
-    api_port: int = 8000
-    drawsource_port: int = 8001
-    cpu_workers: int = 1
-    cpu_concurrency: int = 2
-    io_concurrency: int = 16
-    api_workers: int = 2
-    api_threads: int = 8
+    api_port: Port = 8000
+    drawsource_port: Port = 8001
+    cpu_workers: Count = 1
+    cpu_concurrency: Count = 2
+    io_concurrency: Count = 16
+    api_workers: Count = 2
+    api_threads: Count = 8
     redis_appendonly: bool = True
+    # Where Redis keeps jobs, results and metrics across restarts (one stack per folder).
+    # None: a temporary folder, removed at stop. from_env defaults to DEFAULT_DATA_DIR, and
+    # EMCOINS_DATA_DIR= (empty) means none, a throwaway stack.
+    data_dir: Path | None = None
     start_drawsource: bool = True
     start_workers: bool = True
     # Restart a process that exits on its own, as compose's `restart: unless-stopped` does
     # (kombu can take a worker down when Redis restarts under it).
     restart_crashed: bool = True
     # Extra environment for every child: EMCOINS_* and DRAWSOURCE_* settings pass through.
-    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
     log_dir: Path | None = None
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise StackConfigError(_problem(exc.errors()[0])) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword construction reads no environment; from_env does.
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
-        """Ports and scale from ``API_PORT``, ``DRAWSOURCE_PORT``, ``WORKERS`` and the like."""
-        environ = os.environ if environ is None else environ
-        values = {}
-        for field, name in (
-            ("api_port", "API_PORT"),
-            ("drawsource_port", "DRAWSOURCE_PORT"),
-            ("cpu_workers", "WORKERS"),
-            ("cpu_concurrency", "CPU_CONCURRENCY"),
-            ("io_concurrency", "IO_CONCURRENCY"),
-            ("api_workers", "API_WORKERS"),
-        ):
-            if environ.get(name, "").strip():
-                try:
-                    values[field] = int(environ[name])
-                except ValueError:
-                    raise ValueError(f"{name} must be an integer, got {environ[name]!r}") from None
-        passed = {
-            k: v for k, v in environ.items() if k.startswith(("EMCOINS_", "DRAWSOURCE_"))
-        }
-        return cls(env=passed, **values)
+        """Ports, scale and data folder from ``API_PORT``, ``WORKERS``, ``EMCOINS_DATA_DIR``..."""
+        values = _StackEnviron(cls, os.environ if environ is None else environ)()
+        values.setdefault("data_dir", DEFAULT_DATA_DIR)
+        return cls(**values)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # Relative to where the stack was started, even in a message printed from elsewhere.
+        return None if value is None else value.absolute()
 
 
 class Stack:
@@ -80,6 +166,7 @@ class Stack:
         self.api_port = self.config.api_port
         self.drawsource_port = self.config.drawsource_port
         self.restarts: list[str] = []
+        self._lock: DataLock | None = None
         self._watching = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -92,6 +179,12 @@ class Stack:
     def drawsource_url(self) -> str:
         """Base URL of the draw source."""
         return f"http://{self.config.host}:{self.drawsource_port}"
+
+    @property
+    def api_token(self) -> str | None:
+        """The token the stack's own requests send: the first of ``EMCOINS_API_TOKENS``, if any."""
+        tokens = Settings.from_env(self.env()).api_tokens
+        return tokens[0] if tokens else None
 
     def _claim_ports(self) -> None:
         host = self.config.host
@@ -164,10 +257,18 @@ class Stack:
         return self._service("api", argv)
 
     def start(self, *, timeout: float = 60.0) -> Stack:
-        """Start everything and wait until the API is ready (Redis and a worker answer)."""
-        self._claim_ports()
+        """Start everything and wait until the API is ready (Redis and a worker answer).
+
+        Raises :class:`~localstack.datadir.DataDirBusy` if another stack uses the data folder.
+        """
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.redis = RedisServer(appendonly=self.config.redis_appendonly).start()
+            if self.config.data_dir is not None:
+                self._lock = DataLock(self.config.data_dir).acquire()
+            self._claim_ports()
+            self.redis = RedisServer(
+                appendonly=self.config.redis_appendonly, data_dir=self.config.data_dir
+            ).start()
             if self.config.start_drawsource:
                 source = self._service("drawsource", [sys.executable, "-m", "drawsource"])
             if self.config.start_workers:
@@ -207,7 +308,7 @@ class Stack:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        """Stop every service, then Redis."""
+        """Stop every service, then Redis (which writes its log out), then release the folder."""
         self._watching.clear()
         if self._watcher is not None:
             self._watcher.join()
@@ -219,6 +320,9 @@ class Stack:
             self.redis.stop()
             self.redis.cleanup()
             self.redis = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Stack:
         return self.start()

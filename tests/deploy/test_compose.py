@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import re
 from pathlib import Path
@@ -12,7 +11,7 @@ import yaml
 
 from drawsource.config import DrawSourceConfig
 from shared.config import Settings
-from workers.celery_app import CPU_QUEUE, IO_QUEUE
+from shared.taskqueue import CPU_QUEUE, FETCH, FIT, IO_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -46,7 +45,8 @@ def test_the_api_factory_is_what_gunicorn_calls():
 
     command = SERVICES["api"]["command"]
     assert command[-1] == "api:create_app()" and callable(api.create_app)
-    assert "8000:8000" in SERVICES["api"]["ports"]
+    # The host port is API_PORT (default 8000), so the compose test can pick a free one.
+    assert "${API_PORT:-8000}:8000" in SERVICES["api"]["ports"]
 
 
 def test_workers_listen_on_the_queues_tasks_are_routed_to():
@@ -54,15 +54,15 @@ def test_workers_listen_on_the_queues_tasks_are_routed_to():
 
     routes = app.conf.task_routes
     io_cmd, cpu_cmd = SERVICES["worker-io"]["command"], SERVICES["worker-cpu"]["command"]
-    assert io_cmd[io_cmd.index("-Q") + 1] == IO_QUEUE == routes["emcoins.fetch_batch"]["queue"]
-    assert cpu_cmd[cpu_cmd.index("-Q") + 1] == CPU_QUEUE == routes["emcoins.fit"]["queue"]
+    assert io_cmd[io_cmd.index("-Q") + 1] == IO_QUEUE == routes[FETCH]["queue"]
+    assert cpu_cmd[cpu_cmd.index("-Q") + 1] == CPU_QUEUE == routes[FIT]["queue"]
     assert io_cmd[io_cmd.index("-P") + 1] == "threads"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_environment_names_are_settings_the_code_reads(name):
-    emcoins = {"EMCOINS_" + f.name.upper() for f in dataclasses.fields(Settings)}
-    drawsource = {"DRAWSOURCE_" + f.name.upper() for f in dataclasses.fields(DrawSourceConfig)}
+    emcoins = {"EMCOINS_" + name.upper() for name in Settings.model_fields}
+    drawsource = {"DRAWSOURCE_" + name.upper() for name in DrawSourceConfig.model_fields}
     # Flower reads its own FLOWER_* variables.
     third_party = {"FLOWER_BASIC_AUTH"} if name == "flower" else set()
     for variable in SERVICES[name].get("environment", {}):
@@ -98,6 +98,15 @@ def test_cpu_workers_can_be_scaled():
 
 def test_flower_sits_behind_the_monitoring_profile():
     assert SERVICES["flower"]["profiles"] == ["monitoring"]
+
+
+def test_flower_login_is_passed_through_and_its_port_stays_on_this_machine():
+    flower = SERVICES["flower"]
+    # No value: compose passes the shell's FLOWER_BASIC_AUTH, and leaves it unset when the
+    # shell has none. An empty default would switch Flower's login on with no user.
+    assert "FLOWER_BASIC_AUTH" in flower["environment"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] is None
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
 
 
 def test_dockerfile_runs_as_a_non_root_user_and_copies_every_package():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from drawsource.config import DrawSourceConfig
-from shared.errors import ConfigError
+from drawsource.config import DrawSourceConfig, DrawSourceConfigError
 
 
 def test_defaults_from_an_empty_environment() -> None:
@@ -64,10 +65,41 @@ def test_weights_are_normalised_to_sum_one() -> None:
     assert config.weights == pytest.approx((0.75, 0.25))
 
 
-def test_blank_variables_keep_the_default() -> None:
-    config = DrawSourceConfig.from_env({"DRAWSOURCE_SEED": "", "DRAWSOURCE_FLIPS": "  "})
+def test_an_empty_optional_or_list_value_means_none() -> None:
+    # DRAWSOURCE_SEED= is no seed (not the default's, which happens to be none too),
+    # and DRAWSOURCE_WEIGHTS= is no weights, hence equal ones.
+    config = DrawSourceConfig.from_env(
+        {"DRAWSOURCE_SEED": "", "DRAWSOURCE_COINS": "0.1,0.5,0.9", "DRAWSOURCE_WEIGHTS": ""}
+    )
     assert config.seed is None
-    assert config.flips == 10
+    assert config.weights == pytest.approx((1 / 3,) * 3)
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ("DRAWSOURCE_FLIPS", "DRAWSOURCE_FLIPS must be an integer, got ''"),
+        ("DRAWSOURCE_PORT", "DRAWSOURCE_PORT must be an integer, got ''"),
+        ("DRAWSOURCE_LATENCY_MS", "DRAWSOURCE_LATENCY_MS must be a number, got ''"),
+        ("DRAWSOURCE_COINS", "DRAWSOURCE_COINS must list at least one coin"),
+        ("DRAWSOURCE_FORMAT", "DRAWSOURCE_FORMAT must be one of"),
+        ("DRAWSOURCE_HOST", "DRAWSOURCE_HOST must not be empty"),
+    ],
+)
+def test_an_empty_value_is_not_the_default(variable: str, message: str) -> None:
+    # Unset means the default; set to empty means empty, which a number or a host is not.
+    with pytest.raises(DrawSourceConfigError, match=message):
+        DrawSourceConfig.from_env({variable: ""})
+
+
+def test_the_draw_source_imports_nothing_from_shared() -> None:
+    # It stands in for an outside service: run it in a fresh interpreter and look.
+    code = (
+        "import sys, drawsource.__main__\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'shared'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_from_env_without_argument_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,8 +141,14 @@ def test_from_env_without_argument_reads_os_environ(monkeypatch: pytest.MonkeyPa
     ],
 )
 def test_bad_value_raises_an_error_naming_the_variable(env: dict[str, str], variable: str) -> None:
-    with pytest.raises(ConfigError, match=variable):
+    with pytest.raises(DrawSourceConfigError, match=variable):
         DrawSourceConfig.from_env(env)
+
+
+def test_config_is_immutable() -> None:
+    config = DrawSourceConfig()
+    with pytest.raises(ValueError):
+        config.flips = 3  # type: ignore[misc]
 
 
 def test_config_errors_are_value_errors() -> None:
@@ -119,7 +157,7 @@ def test_config_errors_are_value_errors() -> None:
 
 
 def test_direct_construction_is_validated_too() -> None:
-    with pytest.raises(ConfigError, match="DRAWSOURCE_COINS"):
+    with pytest.raises(DrawSourceConfigError, match="DRAWSOURCE_COINS"):
         DrawSourceConfig(coins=(0.5, 1.01))
     assert DrawSourceConfig(coins=(0.2, 0.4, 0.6)).weights == pytest.approx((1 / 3,) * 3)
 
