@@ -6,7 +6,7 @@ import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 from shared.estimation._counts import CountTable
-from shared.estimation._em import EPS, e_step
+from shared.estimation._em import EPS, e_step, log_likelihood
 
 
 def on_boundary(thetas: np.ndarray) -> np.ndarray:
@@ -72,3 +72,59 @@ def standard_errors(
     with np.errstate(invalid="ignore"):
         result[free[:k]] = np.where(variances > 0, np.sqrt(np.abs(variances)), np.nan)
     return result
+
+
+def score(table: CountTable, thetas: np.ndarray, weights: np.ndarray, learn: bool) -> np.ndarray:
+    """Gradient of the log-likelihood in the coordinates of :func:`observed_information`."""
+    resp = e_step(table, thetas[None, :], np.log(weights)[None, :])[0][0]  # (K, M)
+    heads, flips, draws = (resp @ table.stats_t).T  # each (K,)
+    grad = [(heads - thetas * flips) / (thetas * (1 - thetas))]
+    if learn and thetas.size > 1:
+        per_weight = draws / weights
+        grad.append(per_weight[:-1] - per_weight[-1])
+    return np.concatenate(grad)
+
+
+def newton_polish(
+    table: CountTable,
+    thetas: np.ndarray,
+    weights: np.ndarray,
+    learn: bool,
+    ll: float,
+    *,
+    max_steps: int = 3,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Newton steps on the observed information over the free parameters, kept while they
+    raise the log-likelihood and stay inside the box; shapes (K,), returns the new point.
+
+    Skipped when a weight is within 1e-9 of zero or the information is not positive
+    definite there (not a strict local maximum in the free parameters).
+    """
+    k = thetas.size
+    for _ in range(max_steps):
+        if learn and k > 1 and weights.min() < 1e-9:
+            break
+        info = observed_information(table, thetas, weights, learn)
+        free = np.ones(info.shape[0], dtype=bool)
+        free[:k] = ~on_boundary(thetas)
+        if not free.any():
+            break
+        try:
+            factor = cho_factor(info[np.ix_(free, free)])
+        except LinAlgError:
+            break
+        step = np.zeros(info.shape[0])
+        step[free] = cho_solve(factor, score(table, thetas, weights, learn)[free])
+        new_thetas = thetas + step[:k]
+        new_weights = weights
+        if learn and k > 1:
+            head = weights[:-1] + step[k:]
+            new_weights = np.append(head, 1.0 - head.sum())
+        inside = np.all((new_thetas > EPS) & (new_thetas < 1 - EPS)) and np.all(new_weights > 0)
+        if not inside:
+            break
+        new_ll = float(log_likelihood(table, new_thetas[None, :], new_weights[None, :])[0])
+        if not new_ll > ll:
+            break
+        thetas, weights, ll = new_thetas, new_weights, new_ll
+    return thetas, weights, ll

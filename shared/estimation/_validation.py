@@ -65,6 +65,52 @@ def check_counts(heads: Any, trials: Any) -> tuple[np.ndarray, np.ndarray]:
     return heads_arr, trials_arr
 
 
+def check_draws(
+    heads: Any, trials: Any, sample_weight: Any = None
+) -> tuple[np.ndarray, int | np.ndarray, np.ndarray | None]:
+    """Validated draws for fitting: int64 heads, trials (one int or an array) and weights.
+
+    Cheaper than :func:`check_counts` on large data: one flip count for all draws stays an
+    int, and the bounds are checked in one pass (as unsigned, a negative count is huge).
+    ``sample_weight`` holds each draw's integer multiplicity (>= 0, not all zero) or None.
+    """
+    heads_arr = _as_count_array(heads, "heads")
+    if heads_arr.ndim != 1:
+        raise ValueError(f"heads must be a 1-D array of counts, got shape {heads_arr.shape}")
+    if heads_arr.size == 0:
+        raise ValueError("no draws: heads is empty")
+    trials_arr = _as_count_array(trials, "trials")
+    weight = None if sample_weight is None else check_sample_weight(sample_weight, heads_arr.size)
+    unsigned = heads_arr.view(np.uint64)
+    if trials_arr.ndim == 0:
+        n = int(trials_arr)
+        if n < 1 or int(unsigned.max()) > n:
+            check_counts(heads_arr, trials_arr)  # raises, naming the first bad draw
+        return heads_arr, n, weight
+    if trials_arr.shape != heads_arr.shape or int(trials_arr.min()) < 1:
+        check_counts(heads_arr, trials_arr)
+    if (unsigned > trials_arr.view(np.uint64)).any():
+        check_counts(heads_arr, trials_arr)
+    return heads_arr, trials_arr, weight
+
+
+def check_sample_weight(sample_weight: Any, n_draws: int) -> np.ndarray:
+    """Return integer multiplicities as float64 (exact below 2**53), one per draw."""
+    weight = _as_count_array(sample_weight, "sample_weight")
+    if weight.shape != (n_draws,):
+        raise ValueError(
+            f"sample_weight must hold one count per draw: got shape {weight.shape} "
+            f"for {n_draws} draws"
+        )
+    if int(weight.min()) < 0:
+        i = int(np.argmin(weight))
+        raise ValueError(f"sample_weight[{i}] = {int(weight[i])} is negative")
+    total = float(weight.sum(dtype=np.float64))
+    if total < 1:
+        raise ValueError("no draws: every sample_weight is 0")
+    return weight.astype(np.float64)
+
+
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     """Return ``value`` as an int, or raise if it is not an integer >= ``minimum``."""
     number = _as_int(value, name)

@@ -27,6 +27,12 @@ def fit_gmm_proportions(
     k = check_n_components(n_components, int(trials_arr.max()))
     n_init = check_positive_int(n_init, "n_init")
     fractions = (heads_arr / trials_arr).reshape(-1, 1)
+    n_distinct = np.unique(fractions).size
+    if n_distinct < k:
+        raise ValueError(
+            f"n_components={k} needs at least {k} distinct heads fractions, but the draws "
+            f"have only {n_distinct}"
+        )
     gmm = GaussianMixture(
         n_components=k, init_params="kmeans", n_init=n_init, random_state=random_state
     ).fit(fractions)

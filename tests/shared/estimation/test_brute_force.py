@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shared.estimation import BinomialMixture
-from tests.shared.estimation._brute import brute_force_max
+from tests.shared.estimation._brute import brute_force_max, distinct
 
 # EM stops when the log-likelihood changes by less than tol; on flat likelihoods (nearly
 # equal coins) it is then still up to ~1e-8 below its limit. A missed maximum costs >1e-4.
@@ -50,6 +50,10 @@ CASES = [
 @pytest.mark.parametrize(("kind", "seed"), CASES)
 def test_fit_reaches_the_grid_maximum(kind, seed, weights):
     heads, trials = simulate(kind, seed)
+    if distinct(heads, trials)[0].size < 2:
+        with pytest.raises(ValueError, match="n_components=2 needs at least 2 distinct"):
+            BinomialMixture(2, weights=weights, random_state=seed).fit(heads, trials)
+        return
     best = brute_force_max(heads, trials, learn=weights == "learn")
     model = BinomialMixture(2, weights=weights, random_state=seed, tol=1e-12, max_iter=100_000)
     model.fit(heads, trials)

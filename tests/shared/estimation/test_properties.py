@@ -22,7 +22,8 @@ def problems(draw):
     else:
         trials = draw(st.lists(st.integers(1, 12), min_size=n_draws, max_size=n_draws))
     heads = [draw(st.integers(0, n)) for n in trials]
-    k = draw(st.integers(1, min(3, max_identifiable_components(max(trials)))))
+    n_pairs = len(set(zip(heads, trials, strict=True)))
+    k = draw(st.integers(1, min(3, n_pairs, max_identifiable_components(max(trials)))))
     weights = draw(st.sampled_from(["learn", "equal"]))
     return np.array(heads), np.array(trials), k, weights
 
