@@ -26,4 +26,4 @@ RUN useradd --create-home --uid 10001 emcoins
 USER emcoins
 
 EXPOSE 8000
-CMD ["gunicorn", "-b", "0.0.0.0:8000", "-w", "2", "-k", "gthread", "--threads", "8", "api:create_app()"]
+CMD ["gunicorn", "-b", "0.0.0.0:8000", "-w", "2", "-k", "api.errors.JSONErrorWorker", "--threads", "8", "api:create_app()"]

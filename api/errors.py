@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
 from apispec import BasePlugin
 from flask import Flask, jsonify
 from flask_smorest import Api
+from gunicorn import util as gunicorn_util
+from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
+from gunicorn.workers.gthread import ThreadWorker
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -21,9 +25,11 @@ _CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "body_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     422: "invalid_fields",
     429: "too_many_jobs",
+    431: "headers_too_large",
     503: "unavailable",
 }
 
@@ -151,6 +157,38 @@ class UnavailablePlugin(BasePlugin):
                     },
                 },
             )
+
+
+class JSONErrorWorker(ThreadWorker):
+    """gunicorn's gthread worker, refusing over-long request lines and headers in JSON.
+
+    gunicorn answers these itself, before the app sees the request, with an HTML page:
+    run it with ``-k api.errors.JSONErrorWorker`` so that they get the envelope too. The
+    limits stay gunicorn's (``--limit-request-line``, default 4094 bytes).
+    """
+
+    REFUSALS = {LimitRequestLine: (414, "URI Too Long"),
+                LimitRequestHeaders: (431, "Request Header Fields Too Large")}
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        """Answer a refused request line or header block in JSON; anything else as gunicorn does."""
+        refusal = next((v for k, v in self.REFUSALS.items() if isinstance(exc, k)), None)
+        if refusal is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        status, reason = refusal
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        body = json.dumps(
+            {"error": {"code": _CODES[status], "message": f"{reason}: {exc}.", "details": {}}}
+        ).encode()
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            gunicorn_util.write_nonblock(client, head.encode("latin-1") + body)
+        except OSError:
+            self.log.debug("Failed to send error message.")
 
 
 def init_app(app: Flask, api: Api) -> None:

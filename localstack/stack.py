@@ -250,7 +250,7 @@ class Stack:
             sys.executable, "-m", "gunicorn",
             "-b", f"{self.config.host}:{self.api_port}",
             "-w", str(self.config.api_workers),
-            "-k", "gthread", "--threads", str(self.config.api_threads),
+            "-k", "api.errors.JSONErrorWorker", "--threads", str(self.config.api_threads),
             "--graceful-timeout", "5",
             "api:create_app()",
         ]

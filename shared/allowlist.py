@@ -3,8 +3,15 @@
 An allow-list entry is an origin, ``scheme://host[:port]``, such as ``http://127.0.0.1:8001``;
 ``http://127.0.0.1:*`` allows every port of that host. A URL matches an entry when scheme,
 host and port are equal, with the default ports (80, 443) made explicit and hosts compared
-without case. Everything here is pure but :func:`refused_address`, which resolves a name
-through the resolver it is given.
+without case. Only real ports, 1 to 65535, are ever allowed: a URL naming port 0 is refused,
+since HTTP clients read port 0 as "no port" and connect to the default port instead.
+
+A port wildcard reaches *every* service of that host, not only draw sources: on a host that
+also runs the stack's Redis (6379), its API or Flower, ``http://host:*`` lets a job make the
+workers send GET requests to them. Name the draw source's own port wherever you can.
+
+Everything here is pure but :func:`refused_address`, which resolves a name through the
+resolver it is given.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from urllib3.util import parse_url
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 WILDCARD_PORT = "*"
+PORTS = range(1, 65536)
 
 # Link-local ranges hold the cloud metadata services (169.254.169.254 on AWS, GCP, Azure),
 # which hand out credentials to whoever asks from inside the machine.
@@ -78,8 +86,8 @@ def parse_entry(entry: str) -> Origin:
     if raw_port == WILDCARD_PORT:
         return Origin(scheme, host, None)
     port = DEFAULT_PORTS[scheme] if raw_port is None else int(raw_port)
-    if not 1 <= port <= 65535:
-        raise OriginError(f"{entry!r}: port {port} is out of range")
+    if port not in PORTS:
+        raise OriginError(f"{entry!r}: port {port} is out of range 1-65535")
     return Origin(scheme, host, port)
 
 
@@ -92,7 +100,9 @@ def url_origin(url: str) -> Origin:
     """The origin the HTTP client will connect to for ``url``.
 
     The URL is read by the standard library and by urllib3 (which requests uses); if they
-    disagree on scheme, host or port, the URL is refused rather than guessed at.
+    disagree on scheme, host or port, the URL is refused rather than guessed at. A port
+    outside 1-65535 is refused too: both read ``:0`` as port 0, but the client then
+    connects to the default port, which a port wildcard would wrongly let through.
     """
     try:
         split = urlsplit(url)
@@ -106,6 +116,8 @@ def url_origin(url: str) -> Origin:
         raise OriginError(f"{url!r} has no host")
     if scheme not in DEFAULT_PORTS:
         raise OriginError(f"{url!r}: only http and https sources can be fetched")
+    if port is not None and port not in PORTS:
+        raise OriginError(f"{url!r}: port {port} is out of range 1-65535")
     origin = Origin(scheme, host, DEFAULT_PORTS[scheme] if port is None else port)
     their_host = (theirs.host or "").lower().strip("[]")
     their_port = DEFAULT_PORTS.get(theirs.scheme or "") if theirs.port is None else theirs.port
@@ -118,8 +130,18 @@ def url_origin(url: str) -> Origin:
     return origin
 
 
-def source_url_error(url: str, allowlist: Sequence[str]) -> str | None:
-    """Why the workers may not fetch ``url`` under ``allowlist``; None if they may."""
+def source_url_error(
+    url: str,
+    allowlist: Sequence[str],
+    *,
+    what: str = "draw source",
+    setting: str = "EMCOINS_SOURCE_ALLOWLIST",
+) -> str | None:
+    """Why the workers may not reach ``url`` under ``allowlist``; None if they may.
+
+    An entry with a port wildcard allows every port of its host: the stack's Redis, API
+    and Flower included when they share that host. Only ports 1-65535 are ever allowed.
+    """
     try:
         origin = url_origin(url)
     except OriginError as exc:
@@ -128,7 +150,7 @@ def source_url_error(url: str, allowlist: Sequence[str]) -> str | None:
     if not any(entry.allows(origin) for entry in allowed):
         listed = ", ".join(str(entry) for entry in allowed) or "none"
         return (
-            f"{origin} is not an allowed draw source (EMCOINS_SOURCE_ALLOWLIST; allowed: {listed})."
+            f"{origin} is not an allowed {what} ({setting}; allowed: {listed})."
         )
     if _literal_blocked(origin.host):
         return f"{origin.host} is a link-local or cloud-metadata address; it is never fetched."

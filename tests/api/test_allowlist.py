@@ -63,6 +63,17 @@ def test_a_port_wildcard_allows_every_port_of_its_host(redis_client):
     assert submit(client, "http://127.0.0.2:9/draw").status_code == 422
 
 
+@pytest.mark.parametrize("port", ["0", "00", "65536"])
+def test_a_port_wildcard_refuses_ports_outside_1_to_65535(redis_client, port):
+    # Port 0 passed the wildcard, and the HTTP client then connected to port 80.
+    client = create_app({"source_allowlist": ("http://127.0.0.1:*",)}).test_client()
+    response = submit(client, f"http://127.0.0.1:{port}/draw")
+    assert response.status_code == 422, response.get_json()
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_fields" and "source.url" in error["details"]
+    assert_nothing_stored_or_queued(redis_client)
+
+
 def test_a_metadata_address_is_refused_even_when_listed(redis_client):
     client = create_app({"source_allowlist": ("http://169.254.169.254",)}).test_client()
     response = submit(client, "http://169.254.169.254/latest/meta-data/")
@@ -73,5 +84,5 @@ def test_a_metadata_address_is_refused_even_when_listed(redis_client):
 
 def test_inline_data_needs_no_allowlist(redis_client):
     client = create_app({"source_allowlist": ()}).test_client()
-    assert client.post("/jobs", json={"counts": [[1, 3]]}).status_code == 202
+    assert client.post("/jobs", json={"counts": [[1, 3], [2, 3]]}).status_code == 202
     assert submit(client, "http://127.0.0.1:8001/draw").status_code == 422

@@ -11,12 +11,14 @@ import time
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.core.failures import FailureGroup
 from schemathesis.generation import GenerationMode
 
 from api import create_app
+from tests.api.test_body_limits import hostile_values
 from tests.shared.test_request_properties import SETTINGS, valid_requests
 
 ALLOWLIST = SETTINGS.source_allowlist
@@ -99,6 +101,26 @@ def fuzz_valid_jobs(operation, examples, recorder, *, status=202, **call):
     run()
 
 
+def fuzz_hostile_bodies(app, operation, examples, recorder):
+    """Bodies beyond the JSON limits, sent as text (the description cannot express them):
+    nesting too deep, integers too long, numbers that are not finite, keys named _schema."""
+    client = app.test_client()
+    fields = st.sampled_from(["counts", "seed", "source", "colour", "_schema"])
+
+    @given(field=fields, value=hostile_values)
+    @settings(max_examples=examples, **SETTINGS_KW)
+    @example(field="source", value='{"url": "http://127.0.0.1:1/d", "_schema": 1}')
+    def run(field, value):
+        text = f'{{"draws": ["HT"], "{field}": {value}}}'
+        response = client.post("/jobs", data=text, content_type="application/json")
+        recorder.sent += 1
+        recorder.statuses[(operation.label, response.status_code)] += 1
+        operation.Case(media_type="application/json").validate_response(response, checks=CHECKS)
+        assert response.status_code in (400, 422), text[:200]
+
+    run()
+
+
 def operations(schema) -> dict:
     return {op.label: op for op in (r.ok() for r in schema.get_all_operations())}
 
@@ -117,6 +139,7 @@ def test_generated_requests_get_documented_answers_and_no_5xx(redis_client):
         for mode, examples in modes.items():
             fuzz(ops[label], mode, examples, recorder)
     fuzz_valid_jobs(ops["POST /jobs"], 200, recorder)
+    fuzz_hostile_bodies(app, ops["POST /jobs"], 100, recorder)
 
     # Random ids are unknown jobs: poll, plot and cancel some real ones too.
     assert len(recorder.created) >= 10, recorder.statuses

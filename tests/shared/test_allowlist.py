@@ -99,6 +99,39 @@ def test_the_port_wildcard_allows_any_port_of_that_scheme_and_host_only():
     assert source_url_error("http://localhost:8001/draw", allowlist) is not None
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:0/draw",
+        "http://127.0.0.1:00/draw",
+        "https://127.0.0.1:0/draw",
+        "http://127.0.0.1:65536/draw",
+        "http://127.0.0.1:99999/draw",
+        "http://[::1]:0/draw",
+    ],
+)
+def test_a_wildcard_never_allows_a_port_outside_1_to_65535(url):
+    # Port 0 would make the client connect to the default port (80 or 443) instead.
+    allowlist = ("http://127.0.0.1:*", "https://127.0.0.1:*", "http://[::1]:*")
+    error = source_url_error(url, allowlist)
+    assert error is not None and url in error
+    with pytest.raises(OriginError):
+        url_origin(url)
+
+
+def test_port_zero_is_named_as_out_of_range():
+    assert "port 0 is out of range 1-65535" in source_url_error(
+        "http://127.0.0.1:0/draw", ("http://127.0.0.1:*",)
+    )
+
+
+def test_the_wildcard_is_documented_as_reaching_every_port_of_its_host():
+    import shared.allowlist as allowlist
+
+    assert "Redis" in allowlist.__doc__ and "every" in allowlist.__doc__
+    assert "Redis" in source_url_error.__doc__
+
+
 def test_a_refusal_names_the_setting_and_what_is_allowed():
     message = source_url_error("http://10.0.0.5:8001/draw", BUNDLED)
     assert "http://10.0.0.5:8001" in message

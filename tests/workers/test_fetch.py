@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections.abc import Callable
 
 import pytest
 
 from shared.config import Settings
 from shared.errors import InvalidDrawError
+from tests.hostile_source import HostileSource
 from tests.stub_http import draw
 from tests.stub_http import scripted as script
 from workers.fetch import Cancelled, DrawFetcher, SourceUnavailable, make_session
@@ -92,3 +95,34 @@ def test_cancellation_stops_the_batch(scripted):
     with pytest.raises(Cancelled):
         draws.fetch(url, range(10), cancelled=lambda: True)
     assert scripted.hits() == []
+
+
+def test_a_draw_of_exactly_max_flips_is_accepted(scripted):
+    url = scripted(ok("HT" * 500))
+    draws, _ = fetcher(max_flips=1000)
+    assert draws.fetch(url, range(3)) == [(500, 1000)] * 3
+
+
+def test_connections_are_kept_alive_between_draws():
+    # Reading the body in a stream must still give the connection back to the pool.
+    with HostileSource("normal", flips="HHT") as source:
+        draws, _ = fetcher(fetch_concurrency=1)
+        for index in range(10):
+            assert draws.fetch_one(source.url, index) == (2, 3)
+        assert source.requests == 10 and source.connections == 1
+
+
+def test_a_gzip_answer_is_inflated(scripted):
+    body = gzip.compress(json.dumps({"flips": [1, 0, 1, 1]}).encode())
+    url = scripted((200, body, {"Content-Encoding": "gzip"}))
+    draws, _ = fetcher()
+    assert draws.fetch(url, range(2)) == [(3, 4)] * 2
+
+
+@pytest.mark.parametrize("coding", ["br", "compress", "gzip, gzip"])
+def test_other_content_codings_are_refused(scripted, coding):
+    url = scripted((200, b"\x00" * 16, {"Content-Encoding": coding}))
+    draws, _ = fetcher()
+    with pytest.raises(InvalidDrawError, match="Content-Encoding"):
+        draws.fetch_one(url, 3)
+    assert len(scripted.hits()) == 1  # not retried: the source would answer the same
