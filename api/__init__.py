@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 from flask import Flask
 from flask_smorest import Api
 
+from api import body
 from shared.config import Settings
 from shared.schemas import ErrorSchema
 
-API_VERSION = "1.0.0"
+# The API's version is the package's: one number for the service and its description.
+API_VERSION = importlib.metadata.version("emcoins")
 
 
 class JobsApi(Api):
@@ -30,6 +33,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     )
 
     app = Flask(__name__)
+    body.init_app(app)
     app.config.update(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

@@ -87,8 +87,22 @@ class Client:
             time.sleep(interval)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        """DELETE /jobs/<id>."""
-        return self.request("DELETE", f"/jobs/{job_id}").json()
+        """POST /jobs/<id>/cancel."""
+        return self.request("POST", f"/jobs/{job_id}/cancel").json()
+
+    def delete(self, job_id: str) -> None:
+        """DELETE /jobs/<id>: the job and everything kept for it."""
+        self.request("DELETE", f"/jobs/{job_id}")
+
+    def jobs(self, *, status: str | None = None, page_size: int = 50,
+             page_token: str = "") -> dict[str, Any]:
+        """GET /jobs: one page of the caller's jobs, newest first."""
+        params: dict[str, Any] = {"page_size": page_size}
+        if status:
+            params["status"] = status
+        if page_token:
+            params["page_token"] = page_token
+        return self.request("GET", "/jobs", params=params).json()
 
     def plot(self, job_id: str, fmt: str) -> bytes:
         """GET /jobs/<id>/plot.<fmt>."""

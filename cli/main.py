@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from cli.client import DEFAULT_URL, FINAL, Client, ClientError
+from shared.status import JobStatus
 
 
 class _Group(click.Group):
@@ -65,26 +66,30 @@ def read_draws(path: Path) -> list[str]:
 
 
 def read_counts(path: Path) -> list[list[int]]:
-    """``heads,flips`` pairs, one per line; a header line is allowed."""
-    pairs = []
+    """``heads,flips`` or ``heads,flips,count`` rows, one per line; a header line is allowed.
+    A count says how many draws the row stands for (a histogram in a few lines)."""
+    rows = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         fields = [field.strip() for field in line.split(",")]
         try:
-            heads, flips = (int(field) for field in fields)
+            if len(fields) not in (2, 3):
+                raise ValueError(line)
+            row = [int(field) for field in fields]
         except ValueError:
-            if number == 1 and not pairs:
-                continue  # a header such as "heads,flips"
+            if number == 1 and not rows:
+                continue  # a header such as "heads,flips,count"
             raise click.BadParameter(
-                f"{path} line {number}: expected heads,flips as two integers, got {line!r}",
+                f"{path} line {number}: expected heads,flips or heads,flips,count as "
+                f"integers, got {line!r}",
                 param_hint="--counts",
             ) from None
-        pairs.append([heads, flips])
-    if not pairs:
+        rows.append(row)
+    if not rows:
         raise click.BadParameter(f"{path} has no heads,flips lines", param_hint="--counts")
-    return pairs
+    return rows
 
 
 def _fixed(value: float | None) -> str:
@@ -263,6 +268,32 @@ def cancel(client: Client, job_id: str) -> None:
     """Cancel a job that has not finished."""
     job = client.cancel(job_id)
     click.echo(f"{job['id']}  {job['status']}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.pass_obj
+def delete(client: Client, job_id: str) -> None:
+    """Delete a job and everything kept for it (cancelling it first if unfinished)."""
+    client.delete(job_id)
+    click.echo(f"{job_id}  deleted")
+
+
+@cli.command(name="list")
+@click.option("--status", type=click.Choice(sorted(s.value for s in JobStatus)),
+              help="Only jobs in this status.")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True,
+              help="How many jobs to show, newest first.")
+@click.pass_obj
+def list_jobs(client: Client, status: str | None, limit: int) -> None:
+    """Your jobs, newest first."""
+    page = client.jobs(status=status, page_size=limit)
+    for job in page["jobs"]:
+        progress = job["progress"]
+        click.echo(f"{job['id']}  {job['status']:<9}  {job['created_at']}  "
+                   f"{progress['draws_fetched']}/{progress['draws_total']} draws")
+    if not page["jobs"]:
+        click.echo("no jobs")
 
 
 @cli.command()

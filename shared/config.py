@@ -10,12 +10,13 @@ does not parse is a :class:`ConfigError` naming the variable.
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -143,6 +144,18 @@ class Settings(BaseSettings):
     unacked_restore_interval: NonNegativeInt = 2
     # Log lines of the API and workers: "json" (one object per line) or "text".
     log_format: str = "json"
+    # Origins a job's callback.url may point at, as source_allowlist; empty: no callbacks.
+    callback_allowlist: CommaList = ()
+    # Secret that signs completion callbacks (Standard Webhooks: "whsec_" + base64).
+    # Kept out of repr and logs; a job with a callback needs it.
+    webhook_secret: str = Field(default="", repr=False)
+    # Seconds between a callback's attempts: the first is made when the job ends, each
+    # later one this long after the one before (up to about an hour in all by default).
+    webhook_retry_seconds: Annotated[tuple[float, ...], NoDecode] = (
+        5, 30, 60, 300, 600, 900, 1800,
+    )
+    # Whole-exchange deadline of one callback attempt.
+    webhook_timeout: NonNegativeFloat = 10.0
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -173,7 +186,54 @@ class Settings(BaseSettings):
         """A copy with ``changes`` applied, validated as a new object is."""
         return type(self)(**{**self.model_dump(), **changes})
 
-    @field_validator("source_allowlist", "api_tokens", mode="before")
+    @model_validator(mode="after")
+    def _deadlines(self) -> Settings:
+        """Deadlines that can end, and a batch that ends before it could be redelivered."""
+        for name in ("fetch_deadline", "fetch_batch_deadline"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{variable(name)} must be more than 0")
+        if self.max_json_depth < 2:
+            raise ConfigError(f"{variable('max_json_depth')} must be at least 2 "
+                              '({"flips": [...]} nests twice)')
+        # The fetcher gives stopped requests 0.55 s to end after the batch deadline.
+        if self.fetch_batch_deadline + 0.55 >= self.visibility_timeout:
+            raise ConfigError(
+                f"{variable('fetch_batch_deadline')} must end well inside "
+                f"{variable('visibility_timeout')}"
+            )
+        return self
+
+    @field_validator("webhook_retry_seconds", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any, info: ValidationInfo) -> Any:
+        """Comma-separated seconds, each a non-negative number."""
+        if isinstance(value, str):
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            try:
+                value = tuple(float(item) for item in items)
+            except ValueError:
+                raise ConfigError(
+                    f"{variable(info.field_name)} must be comma-separated seconds, got {value!r}"
+                ) from None
+        if any(not (0 <= v < float("inf")) for v in value):
+            raise ConfigError(f"{variable(info.field_name)} must be non-negative seconds")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            prefix, _, encoded = value.partition("whsec_")
+            try:
+                valid = not prefix and bool(base64.b64decode(encoded, validate=True))
+            except ValueError:
+                valid = False
+            if not valid:
+                # The message never echoes the secret.
+                raise ConfigError(f"{variable(info.field_name)} must be whsec_ plus base64")
+        return value
+
+    @field_validator("source_allowlist", "callback_allowlist", "api_tokens", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         """A comma-separated string as a tuple of its non-blank items."""
@@ -181,7 +241,7 @@ class Settings(BaseSettings):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("source_allowlist")
+    @field_validator("source_allowlist", "callback_allowlist")
     @classmethod
     def _origins(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         try:

@@ -9,6 +9,8 @@ written and read only by the ``to_json`` / ``from_json`` pairs below.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -50,6 +52,8 @@ class JobSpec:
     methods: tuple[str, ...]
     seed: int
     source: Source | None = None
+    # Where the job's JSON is POSTed when it ends, if anywhere.
+    callback: str | None = None
 
     @property
     def chooses_components(self) -> bool:
@@ -66,6 +70,7 @@ class JobSpec:
             "restarts": self.restarts,
             "methods": list(self.methods),
             "seed": self.seed,
+            "callback": None if self.callback is None else {"url": self.callback},
         }
 
     @classmethod
@@ -80,6 +85,7 @@ class JobSpec:
             methods=tuple(data["methods"]),
             seed=int(data["seed"]),
             source=None if source is None else Source.from_json(source),
+            callback=(data.get("callback") or {}).get("url"),
         )
 
 
@@ -95,7 +101,14 @@ class JobRequest:
     seed: int | None
     source: Source | None = None
     draws: tuple[str, ...] | None = None
-    counts: tuple[tuple[int, int], ...] | None = None
+    counts: tuple[tuple[int, ...], ...] | None = None
+    callback: str | None = None
+
+    def fingerprint(self) -> str:
+        """A digest of the normalised request, before a random seed is drawn: the same
+        request gives the same fingerprint (for ``Idempotency-Key``)."""
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def spec(self, seed: int) -> JobSpec:
         """The job's spec, with ``seed`` used when the request gave none."""
@@ -107,6 +120,7 @@ class JobRequest:
             methods=self.methods,
             seed=seed if self.seed is None else self.seed,
             source=self.source,
+            callback=self.callback,
         )
 
 
@@ -233,12 +247,13 @@ _ESTIMATES: dict[str, type[EmEstimate] | type[GmmEstimate]] = {EM: EmEstimate, G
 
 @dataclasses.dataclass(frozen=True)
 class Part:
-    """One method's fit, saved on its own until every method of the job is in."""
+    """One method's fit, or why it failed, saved on its own until every method is in."""
 
     method: str
-    n_components: int
+    n_components: int | None
     bic: Mapping[str, float] | None
-    estimate: Estimate
+    estimate: Estimate | None
+    error: JobError | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form."""
@@ -246,44 +261,56 @@ class Part:
             "method": self.method,
             "n_components": self.n_components,
             "bic": None if self.bic is None else dict(self.bic),
-            "estimate": self.estimate.to_json(),
+            "estimate": None if self.estimate is None else self.estimate.to_json(),
+            "error": None if self.error is None else self.error.to_json(),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Part:
         """Read back :meth:`to_json`."""
-        method = data["method"]
+        method, estimate, error = data["method"], data.get("estimate"), data.get("error")
         return cls(
             method=method,
-            n_components=int(data["n_components"]),
+            n_components=data.get("n_components"),
             bic=data.get("bic"),
-            estimate=_ESTIMATES[method].from_json(data["estimate"]),
+            estimate=None if estimate is None else _ESTIMATES[method].from_json(estimate),
+            error=None if error is None else JobError.from_json(error),
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class JobResult:
-    """A finished job's estimates: K, the BIC per K tried, and each method asked for."""
+    """A finished job's estimates: K, the BIC per K tried, each method asked for, and the
+    errors of the methods that failed (their estimate is null)."""
 
-    n_components: int
+    n_components: int | None
     bic: Mapping[str, float] | None
     em: EmEstimate | None = None
     gmm: GmmEstimate | None = None
+    errors: Mapping[str, JobError] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def merge(cls, parts: Sequence[Part]) -> JobResult:
         """The result of a job from its methods' parts (K was chosen once for all of them)."""
-        estimates = {part.method: part.estimate for part in parts}
-        first = parts[0]
+        fitted = [part for part in parts if part.estimate is not None]
+        first = fitted[0] if fitted else parts[0]
+        estimates = {part.method: part.estimate for part in fitted}
         return cls(
             n_components=first.n_components,
             bic=first.bic,
             em=estimates.get(EM),  # type: ignore[arg-type]
             gmm=estimates.get(GMM),  # type: ignore[arg-type]
+            errors={part.method: part.error for part in parts if part.error is not None},
         )
 
+    @property
+    def failed(self) -> bool:
+        """True when no method gave an estimate."""
+        return self.em is None and self.gmm is None
+
     def to_json(self) -> dict[str, Any]:
-        """The JSON form; a method that was not asked for has no key."""
+        """The JSON form; a method that was not asked for has no key, one that failed is
+        null and has its error under ``errors``."""
         data: dict[str, Any] = {
             "n_components": self.n_components,
             "bic": None if self.bic is None else dict(self.bic),
@@ -291,14 +318,20 @@ class JobResult:
         for method, estimate in ((EM, self.em), (GMM, self.gmm)):
             if estimate is not None:
                 data[method] = estimate.to_json()
+            elif method in self.errors:
+                data[method] = None
+        if self.errors:
+            data["errors"] = {method: error.to_json() for method, error in self.errors.items()}
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobResult:
         """Read back :meth:`to_json`."""
+        errors = data.get("errors") or {}
         return cls(
-            n_components=int(data["n_components"]),
+            n_components=data.get("n_components"),
             bic=data.get("bic"),
             em=EmEstimate.from_json(data[EM]) if data.get(EM) else None,
             gmm=GmmEstimate.from_json(data[GMM]) if data.get(GMM) else None,
+            errors={method: JobError.from_json(error) for method, error in errors.items()},
         )

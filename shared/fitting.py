@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from shared.contract import Averaged, EmEstimate, GmmEstimate, JobSpec, Part
+from shared.contract import Averaged, EmEstimate, GmmEstimate, JobError, JobSpec, Part
 from shared.draws import expand_counts
 from shared.estimation import BinomialMixture, fit_gmm_proportions
 from shared.methods import EM, GMM
+from shared.status import ErrorCode
 
 
 def _floats(values: Any) -> tuple[float | None, ...]:
@@ -70,9 +71,47 @@ _FITS = {EM: fit_em, GMM: fit_gmm}
 
 
 def fit_methods(
-    methods: Sequence[str], counts: Sequence[Sequence[int]], spec: JobSpec
+    methods: Sequence[str],
+    counts: Sequence[Sequence[int]],
+    spec: JobSpec,
+    *,
+    max_gmm_draws: int,
 ) -> list[Part]:
-    """Fit some methods to ``[heads, trials, count]`` rows, choosing K once for all of them."""
+    """Fit some methods to aggregated ``[heads, trials, count]`` rows (one row per distinct
+    pair), choosing K once for all of them.
+
+    A method that cannot fit these data gets a part carrying its error instead of an
+    estimate, so that the other methods' estimates still make a result.
+    """
     heads, trials = expand_counts(counts)
-    k, bic = choose_components(heads, trials, spec)
-    return [Part(method, k, bic, _FITS[method](heads, trials, k, spec)) for method in methods]
+    try:
+        k, bic = choose_components(heads, trials, spec)
+    except ValueError as exc:
+        error = JobError(code=ErrorCode.FIT_FAILED.value, message=f"choosing K: {exc}")
+        return [Part(method, None, None, None, error) for method in methods]
+    distinct = len(counts)
+    if distinct < k:
+        error = JobError(
+            code=ErrorCode.FIT_FAILED.value,
+            message=f"n_components={k} needs at least {k} distinct (heads, flips) pairs; "
+            f"the draws have {distinct}",
+        )
+        return [Part(method, k, bic, None, error) for method in methods]
+    parts = []
+    for method in methods:
+        if method == GMM and len(heads) > max_gmm_draws:
+            # scikit-learn's GaussianMixture takes no sample weights: one row per draw.
+            error = JobError(
+                code=ErrorCode.TOO_MANY_DRAWS.value,
+                message=f"the GMM baseline fits at most {max_gmm_draws} draws "
+                f"(EMCOINS_MAX_GMM_DRAWS); this job has {len(heads)}",
+            )
+            parts.append(Part(method, k, bic, None, error))
+            continue
+        try:
+            parts.append(Part(method, k, bic, _FITS[method](heads, trials, k, spec)))
+        except ValueError as exc:
+            # The data cannot support the fit (e.g. too few distinct draws for K coins).
+            error = JobError(code=ErrorCode.FIT_FAILED.value, message=f"{method} fit: {exc}")
+            parts.append(Part(method, k, bic, None, error))
+    return parts

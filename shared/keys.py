@@ -49,3 +49,38 @@ def metric_histogram(name: str) -> str:
     if not name or ":" in name:
         raise ValueError(f"metric name {name!r} cannot name a Redis key")
     return f"{PREFIX}:metrics:hist:{name}"
+
+
+def _owner(owner: str | None) -> str:
+    # Owners are "sha256:<hex>" (a token's digest) or None when tokens are off.
+    if owner is None:
+        return "public"
+    kind, _, digest = owner.partition(":")
+    if kind != "sha256" or not digest.isalnum():
+        raise ValueError(f"owner {owner!r} cannot name a Redis key")
+    return f"sha256-{digest}"
+
+
+def owner_jobs(owner: str | None) -> str:
+    """Sorted set of an owner's job ids by creation time (ms): ``emcoins:owner:<o>:jobs``.
+
+    Its members do not expire by themselves: expired ids are pruned when it is written
+    and when it is listed."""
+    return f"{PREFIX}:owner:{_owner(owner)}:jobs"
+
+
+def idempotency(owner: str | None, key_digest: str) -> str:
+    """The job an ``Idempotency-Key`` made, per owner: ``emcoins:owner:<o>:idem:<digest>``."""
+    if not key_digest.isalnum():
+        raise ValueError(f"key digest {key_digest!r} cannot name a Redis key")
+    return f"{PREFIX}:owner:{_owner(owner)}:idem:{key_digest}"
+
+
+def job_events(job_id: str) -> str:
+    """Stream of a job's status and progress events: ``emcoins:job:<id>:events``."""
+    return f"{PREFIX}:job:{_checked(job_id)}:events"
+
+
+def webhooks_due() -> str:
+    """Sorted set of job ids whose completion callback is due, by due time (ms)."""
+    return f"{PREFIX}:webhooks:due"

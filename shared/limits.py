@@ -31,6 +31,18 @@ def limit_errors(request: JobRequest, settings: Settings) -> dict[str, str]:
         refused = source_url_error(source.url, settings.source_allowlist)
         if refused:
             errors["source.url"] = refused
+    if request.callback is not None:
+        if not settings.webhook_secret:
+            errors["callback"] = (
+                "Callbacks are off: the service has no EMCOINS_WEBHOOK_SECRET to sign them with."
+            )
+        elif refused := source_url_error(
+            request.callback,
+            settings.callback_allowlist,
+            what="callback receiver",
+            setting="EMCOINS_CALLBACK_ALLOWLIST",
+        ):
+            errors["callback.url"] = refused
     flips = _flips_per_draw(request)
     field = "draws" if request.draws is not None else "counts"
     if _draw_total(request) > settings.max_draws:
@@ -59,6 +71,18 @@ def limit_errors(request: JobRequest, settings: Settings) -> dict[str, str]:
                 f"a mixture of K binomials needs at least 2K-1 flips per draw (Teicher 1963)."
             )
     return errors
+
+
+def distinct_pairs_error(request: JobRequest, distinct: int) -> dict[str, str]:
+    """The error at ``n_components`` when inline data has fewer distinct ``(heads, flips)``
+    pairs than the coins asked for (no mixture of K coins can be fitted to fewer)."""
+    k = request.n_components
+    if k == AUTO or distinct >= k:
+        return {}
+    return {
+        "n_components": f"n_components={k} needs at least {k} distinct (heads, flips) pairs; "
+        f"the data has {distinct}."
+    }
 
 
 def _draw_total(request: JobRequest) -> int:

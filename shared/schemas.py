@@ -47,14 +47,27 @@ class ComponentCount(fields.Field):
         return value
 
 
-def _count_pair(pair: tuple[int, int]) -> None:
-    heads, flips = pair
-    if flips < 1:
-        raise ValidationError(f"flips must be at least 1, got {flips}.")
-    if heads < 0:
-        raise ValidationError(f"heads must not be negative, got {heads}.")
-    if heads > flips:
-        raise ValidationError(f"heads ({heads}) cannot exceed flips ({flips}).")
+class CountRow(fields.Field):
+    """One row of ``counts``: ``[heads, flips]`` for one draw, or ``[heads, flips, count]``
+    for ``count`` draws alike (a histogram is then one small request)."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> tuple[int, ...]:
+        if not isinstance(value, list | tuple) or len(value) not in (2, 3):
+            raise ValidationError("Must be [heads, flips] or [heads, flips, count].")
+        # bool is an int subclass; true/false are not counts.
+        bad = {i: "Not a valid integer." for i, v in enumerate(value) if type(v) is not int}
+        if bad:
+            raise ValidationError(bad)
+        heads, flips = value[0], value[1]
+        if flips < 1:
+            raise ValidationError(f"flips must be at least 1, got {flips}.")
+        if heads < 0:
+            raise ValidationError(f"heads must not be negative, got {heads}.")
+        if heads > flips:
+            raise ValidationError(f"heads ({heads}) cannot exceed flips ({flips}).")
+        if len(value) == 3 and value[2] < 1:
+            raise ValidationError({2: f"count must be at least 1, got {value[2]}."})
+        return tuple(value)
 
 
 class SourceSchema(Schema):
@@ -74,6 +87,17 @@ class SourceSchema(Schema):
     )
 
 
+class CallbackSchema(Schema):
+    """Where to POST the job's JSON when it ends (signed as Standard Webhooks says)."""
+
+    url = fields.Url(
+        required=True,
+        schemes={"http", "https"},
+        require_tld=False,
+        metadata={"description": "Receiver; its origin must be in EMCOINS_CALLBACK_ALLOWLIST."},
+    )
+
+
 class JobRequestSchema(Schema):
     """A new estimation job: exactly one of ``source``, ``draws`` or ``counts``."""
 
@@ -84,11 +108,19 @@ class JobRequestSchema(Schema):
         metadata={"description": 'Inline draws, e.g. ["HTTHHTHTHH", ...].'},
     )
     counts = fields.List(
-        fields.Tuple(
-            (fields.Integer(strict=True), fields.Integer(strict=True)), validate=_count_pair
+        CountRow(
+            metadata={
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0},
+                "minItems": 2,
+                "maxItems": 3,
+            }
         ),
         validate=validate.Length(min=1),
-        metadata={"description": "Inline [heads, flips] pairs, one per draw."},
+        metadata={
+            "description": "Inline [heads, flips] rows, one per draw, or [heads, flips, count] "
+            "rows standing for count draws each."
+        },
     )
     n_components = ComponentCount(
         load_default=2,
@@ -116,6 +148,7 @@ class JobRequestSchema(Schema):
         validate=validate.Range(min=0, max=2**32 - 1),
         metadata={"description": "Makes the fits repeatable; chosen at random if absent."},
     )
+    callback = fields.Nested(CallbackSchema)
 
     @validates_schema
     def _one_data_field(self, data: dict[str, Any], **kwargs) -> None:
@@ -143,6 +176,7 @@ class JobRequestSchema(Schema):
             source=None if source is None else Source(url=source["url"], draws=source["draws"]),
             draws=None if draws is None else tuple(draws),
             counts=None if counts is None else tuple(tuple(pair) for pair in counts),
+            callback=data["callback"]["url"] if "callback" in data else None,
         )
 
 
@@ -193,12 +227,18 @@ class GmmResultSchema(Schema):
 
 
 class ResultSchema(Schema):
-    """A finished job's estimates, per method."""
+    """A finished job's estimates, per method; a method that failed is null, with its
+    error under ``errors``."""
 
     n_components = fields.Integer(required=True)
     bic = fields.Dict(keys=fields.String(), values=fields.Float(), allow_none=True, required=True)
-    em = fields.Nested(EmResultSchema)
-    gmm = fields.Nested(GmmResultSchema)
+    em = fields.Nested(EmResultSchema, allow_none=True)
+    gmm = fields.Nested(GmmResultSchema, allow_none=True)
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(lambda: ErrorBodySchema()),
+        metadata={"description": "Why a method failed, by method, when another succeeded."},
+    )
 
 
 class ErrorBodySchema(Schema):
@@ -209,17 +249,89 @@ class ErrorBodySchema(Schema):
     details = fields.Dict(required=True)
 
 
+class SpecSchema(Schema):
+    """The normalised request a job runs: every option, with the seed actually used."""
+
+    source = fields.Nested(SourceSchema, allow_none=True, required=True)
+    n_components = ComponentCount(
+        required=True,
+        metadata={
+            "oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "enum": ["auto"]}]
+        },
+    )
+    max_components = fields.Integer(required=True)
+    weights = fields.String(required=True)
+    restarts = fields.Integer(required=True)
+    methods = fields.List(fields.String(), required=True)
+    seed = fields.Integer(required=True)
+    callback = fields.Nested(CallbackSchema, allow_none=True, required=True)
+
+
+class CallbackStateSchema(Schema):
+    """Where the job's completion callback stands."""
+
+    url = fields.String(required=True)
+    state = fields.String(
+        required=True, validate=validate.OneOf(["pending", "delivered", "failed"])
+    )
+    attempts = fields.Integer(required=True)
+    last_status = fields.Integer(allow_none=True, required=True)
+
+
 class JobSchema(Schema):
     """A job as polled."""
 
     id = fields.String(required=True)
     status = fields.Enum(JobStatus, by_value=True, required=True)
     progress = fields.Nested(ProgressSchema, required=True)
+    spec = fields.Nested(SpecSchema, required=True)
     result = fields.Nested(ResultSchema, allow_none=True, required=True)
     error = fields.Nested(ErrorBodySchema, allow_none=True, required=True)
+    callback = fields.Nested(CallbackStateSchema, allow_none=True, required=True)
     created_at = fields.String(required=True)
     started_at = fields.String(allow_none=True, required=True)
     finished_at = fields.String(allow_none=True, required=True)
+
+
+class JobSummarySchema(Schema):
+    """A job as listed: no spec, counts or result."""
+
+    id = fields.String(required=True)
+    url = fields.String(required=True)
+    status = fields.Enum(JobStatus, by_value=True, required=True)
+    progress = fields.Nested(ProgressSchema, required=True)
+    created_at = fields.String(required=True)
+    started_at = fields.String(allow_none=True, required=True)
+    finished_at = fields.String(allow_none=True, required=True)
+
+
+class JobListSchema(Schema):
+    """One page of the caller's jobs, newest first (Google AIP-158 pagination)."""
+
+    jobs = fields.List(fields.Nested(JobSummarySchema), required=True)
+    next_page_token = fields.String(
+        required=True,
+        metadata={"description": "Pass as page_token for the next page; empty at the end."},
+    )
+
+
+class JobListArgsSchema(Schema):
+    """Query parameters of GET /jobs."""
+
+    status = fields.Enum(JobStatus, by_value=True)
+    page_size = fields.Integer(
+        strict=False, load_default=50, validate=validate.Range(min=1, max=500),
+        metadata={"description": "Jobs per page (default 50, at most 500)."},
+    )
+    page_token = fields.String(
+        load_default="", metadata={"description": "next_page_token of the previous page."}
+    )
+
+
+class DrawCountsSchema(Schema):
+    """A job's draws, aggregated: one ``[heads, flips, count]`` row per distinct pair."""
+
+    counts = fields.List(fields.List(fields.Integer()), required=True)
 
 
 class ErrorSchema(Schema):

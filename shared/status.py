@@ -26,9 +26,11 @@ RUNNING_STATUSES = frozenset(JobStatus) - FINAL_STATUSES
 
 
 class ErrorCode(StrEnum):
-    """Codes recorded on a failed job."""
+    """Codes recorded on a failed job, or on one method of a job (``result.errors``)."""
 
     SOURCE_UNAVAILABLE = "source_unavailable"
     INVALID_DRAWS = "invalid_draws"
     FIT_FAILED = "fit_failed"
     WORKER_ERROR = "worker_error"
+    # A method that cannot take this many draws (the GMM baseline expands its counts).
+    TOO_MANY_DRAWS = "too_many_draws"

@@ -29,27 +29,61 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: job hash, unfinished set. ARGV: TTL in ms, most unfinished jobs allowed (0: no
-# limit), the job id, then field/value pairs. The limit is checked and the job stored in
-# one step, so concurrent submissions cannot overshoot it. The job's absolute expiry is
+# KEYS: job hash, unfinished set, the owner's job index, the idempotency key's hash (or
+# an unused key), the job's event stream. ARGV: TTL in ms, most unfinished jobs allowed
+# (0: no limit), the job id, the request's fingerprint ('' without an Idempotency-Key),
+# then field/value pairs.
+# Returns {1} (created), {0} (too many unfinished jobs), {2, id} (the key made job id for
+# the same request: a replay, never refused) or {3} (the key was used for another request).
+# The limit is checked and the job stored in one step, so concurrent submissions cannot
+# overshoot it, and two requests with one key make one job. The job's absolute expiry is
 # stored in the hash; every other key of the job expires at the same instant.
 _CREATE = _NOW_MS + """
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[1]))
+local ttl = tonumber(ARGV[1])
+if ARGV[4] ~= '' then
+  local seen = redis.call('HMGET', KEYS[4], 'fingerprint', 'job')
+  if seen[1] then
+    if seen[1] == ARGV[4] then return {2, seen[2]} end
+    return {3}
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
 local limit = tonumber(ARGV[2])
-if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 0 end
-local expires = string.format('%d', now + tonumber(ARGV[1]))
+if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then return {0} end
+local expires = string.format('%d', now + ttl)
 redis.call('HSET', KEYS[1], 'created_ms', string.format('%d', now), 'expires_at', expires,
-           unpack(ARGV, 4))
+           unpack(ARGV, 5))
 redis.call('PEXPIREAT', KEYS[1], expires)
 redis.call('ZADD', KEYS[2], now, ARGV[3])
-return 1
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - ttl)
+redis.call('ZADD', KEYS[3], now, ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[4], 'fingerprint', ARGV[4], 'job', ARGV[3])
+  redis.call('PEXPIREAT', KEYS[4], expires)
+  redis.call('HSET', KEYS[1], 'idempotency_key', KEYS[4])
+end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', 1000, '*', 'type', 'status', 'status', 'queued')
+redis.call('PEXPIREAT', KEYS[5], expires)
+return {1}
 """
 
-# KEYS: job hash, unfinished set, metric counters, job-duration histogram. ARGV: new
-# status, JSON list of allowed current statuses, 1 if the new status is final, the job id,
-# the counter field of this final status, JSON [[bound, label], ...] of the histogram's
-# buckets, then field/value pairs. A final transition succeeds once, so the job is
-# counted here, in the same call: no crash can separate the two.
+# KEYS: job hash, unfinished set, the owner's job index. Removes every key of the job;
+# the job hash names its idempotency key, and its side keys are passed in ARGV.
+_DELETE = """
+local key = redis.call('HGET', KEYS[1], 'idempotency_key')
+if key then redis.call('DEL', key) end
+local existed = redis.call('DEL', KEYS[1], unpack(ARGV, 2))
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return existed
+"""
+
+# KEYS: job hash, unfinished set, metric counters, job-duration histogram, the job's event
+# stream, the due webhooks. ARGV: new status, JSON list of allowed current statuses, 1 if
+# the new status is final, the job id, the counter field of this final status, JSON
+# [[bound, label], ...] of the histogram's buckets, then field/value pairs. A final
+# transition succeeds once, so the job is counted here, in the same call: no crash can
+# separate the two; and a job with a callback has its delivery made due here, once.
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
@@ -59,12 +93,17 @@ for _, status in ipairs(cjson.decode(ARGV[2])) do
 end
 if not allowed then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 7))
+""" + _NOW_MS + """
+local expires = redis.call('HGET', KEYS[1], 'expires_at')
+if current ~= ARGV[1] then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', 1000, '*', 'type', 'status', 'status', ARGV[1])
+  if expires then redis.call('PEXPIREAT', KEYS[5], expires) end
+end
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[4])
   redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
   local created = tonumber(redis.call('HGET', KEYS[1], 'created_ms') or '')
   if created then
-""" + _NOW_MS + """
     local seconds = math.max(0, now - created) / 1000
     local field = 'le:+Inf'
     for _, bucket in ipairs(cjson.decode(ARGV[6])) do
@@ -74,21 +113,30 @@ if ARGV[3] == '1' then
     redis.call('HINCRBY', KEYS[4], 'count', 1)
     redis.call('HINCRBYFLOAT', KEYS[4], 'sum', string.format('%.3f', seconds))
   end
+  if redis.call('HEXISTS', KEYS[1], 'callback_url') == 1 then
+    redis.call('HSET', KEYS[1], 'callback_state', 'pending', 'callback_attempts', 0)
+    redis.call('ZADD', KEYS[6], now, ARGV[4])
+  end
 end
 return 1
 """
 
-# KEYS: a side hash of the job (draws or parts), the job hash. ARGV: field, value,
-# draws to add to the progress, the job-hash field holding how many entries make
-# the side hash complete. HSETNX makes a redelivered write a no-op, so progress is
-# counted once. The side hash expires at the job's own instant. Returns -1 (no job),
-# 0 (written before), 1 (written), 2 (written, and it completed the set: exactly one
-# writer sees 2).
+# KEYS: a side hash of the job (draws or parts), the job hash, the job's event stream.
+# ARGV: field, value, draws to add to the progress, the job-hash field holding how many
+# entries make the side hash complete. HSETNX makes a redelivered write a no-op, so
+# progress is counted (and announced) once. The side hash expires at the job's own
+# instant. Returns -1 (no job), 0 (written before), 1 (written), 2 (written, and it
+# completed the set: exactly one writer sees 2).
 _SAVE_ONCE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[2], 'draws_fetched', ARGV[3]) end
 local expires = redis.call('HGET', KEYS[2], 'expires_at')
+if tonumber(ARGV[3]) > 0 then
+  local fetched = redis.call('HINCRBY', KEYS[2], 'draws_fetched', ARGV[3])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'type', 'progress',
+             'draws_fetched', fetched, 'draws_total', redis.call('HGET', KEYS[2], 'draws_total'))
+  if expires then redis.call('PEXPIREAT', KEYS[3], expires) end
+end
 if expires then redis.call('PEXPIREAT', KEYS[1], expires) end
 local needed = tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
 if redis.call('HLEN', KEYS[1]) == needed then return 2 end
@@ -126,6 +174,92 @@ class QueueFull(RuntimeError):
     """As many jobs as allowed are unfinished; the new one was not stored."""
 
 
+class Replayed(Exception):
+    """The idempotency key already made a job for the same request: ``args[0]`` is its id."""
+
+    @property
+    def job_id(self) -> str:
+        """The job the first request made."""
+        return self.args[0]
+
+
+class IdempotencyKeyReused(ValueError):
+    """The idempotency key was used before for a different request."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An ``Idempotency-Key`` (as a digest) and the fingerprint of its request."""
+
+    key_digest: str
+    fingerprint: str
+
+
+_SUMMARY_FIELDS = (
+    "status", "created_at", "started_at", "finished_at", "draws_fetched", "draws_total"
+)
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What a listing shows of a job: no spec, counts or result."""
+
+    id: str
+    status: JobStatus
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    draws_fetched: int
+    draws_total: int
+
+    @classmethod
+    def from_fields(cls, job_id: str, values: Sequence[str | None]) -> JobSummary:
+        """Decode the values of :data:`_SUMMARY_FIELDS`, in that order."""
+        status, created, started, finished, fetched, total = values
+        return cls(
+            id=job_id,
+            status=JobStatus(status),
+            created_at=created or "",
+            started_at=started,
+            finished_at=finished,
+            draws_fetched=int(fetched or 0),
+            draws_total=int(total or 0),
+        )
+
+
+@dataclass(frozen=True)
+class CallbackState:
+    """Where a job's completion callback stands."""
+
+    url: str
+    state: str  # "pending" (until the job ends, and while retrying), "delivered", "failed"
+    attempts: int
+    last_status: int | None
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> CallbackState | None:
+        """The callback fields of a job hash, or None for a job without a callback."""
+        url = raw.get("callback_url")
+        if url is None:
+            return None
+        last = raw.get("callback_last_status")
+        return cls(
+            url=url,
+            state=raw.get("callback_state", "pending"),
+            attempts=int(raw.get("callback_attempts", 0)),
+            last_status=int(last) if last else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form shown on the job."""
+        return {
+            "url": self.url,
+            "state": self.state,
+            "attempts": self.attempts,
+            "last_status": self.last_status,
+        }
+
+
 @dataclass(frozen=True)
 class JobRecord:
     """One job as stored, decoded from its hash."""
@@ -145,6 +279,23 @@ class JobRecord:
     batches_total: int
     # Redis time (ms since the epoch) at which every key of the job expires.
     expires_at_ms: int
+    callback: CallbackState | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as clients see it (polled, streamed, or POSTed to its callback)."""
+        return {
+            "id": self.id,
+            # A StrEnum: JSON writes it as its value, and schemas take it as the enum.
+            "status": self.status,
+            "progress": {"draws_fetched": self.draws_fetched, "draws_total": self.draws_total},
+            "spec": self.spec.to_json(),
+            "result": None if self.result is None else self.result.to_json(),
+            "error": None if self.error is None else self.error.to_json(),
+            "callback": None if self.callback is None else self.callback.to_json(),
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> JobRecord:
@@ -170,6 +321,7 @@ class JobRecord:
             owner=raw.get("owner"),
             batches_total=int(raw.get("batches_total", 0)),
             expires_at_ms=int(raw.get("expires_at", 0)),
+            callback=CallbackState.from_hash(raw),
         )
 
 
@@ -180,6 +332,7 @@ class JobStore:
         self.client = client
         self.ttl_seconds = ttl_seconds
         self._create = client.register_script(_CREATE)
+        self._delete = client.register_script(_DELETE)
         self._transition = client.register_script(_TRANSITION)
         self._save_once = client.register_script(_SAVE_ONCE)
 
@@ -193,13 +346,17 @@ class JobStore:
         owner: str | None = None,
         batches_total: int = 0,
         max_unfinished: int = 0,
-    ) -> None:
-        """Store a new queued job; inline data arrives complete, so it counts as fetched.
+        idempotency: Idempotency | None = None,
+    ) -> str:
+        """Store a new queued job and return its id; inline data arrives complete, so it
+        counts as fetched.
 
         ``batches_total`` is how many fetch batches complete the draws, and the number of
         methods in ``spec`` how many parts complete the result. With ``max_unfinished``
         above 0, :class:`QueueFull` is raised (and nothing stored) when that many jobs are
-        already unfinished.
+        already unfinished. With ``idempotency``, a key already used for the same request
+        returns that request's job id instead (:class:`Replayed`), and one used for another
+        request raises :class:`IdempotencyKeyReused`.
         """
         fields: dict[str, str] = {
             "id": job_id,
@@ -215,18 +372,105 @@ class JobStore:
             fields["counts"] = json.dumps(counts)
         if owner is not None:
             fields["owner"] = owner
-        args = [str(self.ttl_seconds * 1000), str(max_unfinished), job_id]
+        if spec.callback is not None:
+            fields["callback_url"] = spec.callback
+        idem_key = keys.idempotency(owner, idempotency.key_digest) if idempotency else ""
+        args = [
+            str(self.ttl_seconds * 1000),
+            str(max_unfinished),
+            job_id,
+            idempotency.fingerprint if idempotency else "",
+        ]
         for name, value in fields.items():
             args += [name, value]
-        if not self._create(keys=[keys.job(job_id), keys.unfinished_jobs()], args=args):
+        answer = self._create(
+            keys=[
+                keys.job(job_id),
+                keys.unfinished_jobs(),
+                keys.owner_jobs(owner),
+                idem_key or keys.job(job_id),  # unused without a key
+                keys.job_events(job_id),
+            ],
+            args=args,
+        )
+        outcome = int(answer[0])
+        if outcome == 0:
             raise QueueFull(max_unfinished)
+        if outcome == 2:
+            raise Replayed(_text(answer[1]))
+        if outcome == 3:
+            raise IdempotencyKeyReused(idempotency.key_digest if idempotency else "")
+        return job_id
 
-    def delete(self, job_id: str) -> None:
-        """Forget a job that was never accepted (its submission failed)."""
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.job(job_id), keys.job_draws(job_id), keys.job_parts(job_id))
-            pipe.zrem(keys.unfinished_jobs(), job_id)
-            pipe.execute()
+    def delete(self, job_id: str) -> bool:
+        """Remove the job and every key under it; False if there was no job."""
+        record_owner = self.client.hget(keys.job(job_id), "owner")
+        owner = None if record_owner is None else _text(record_owner)
+        side = [
+            keys.job_draws(job_id),
+            keys.job_parts(job_id),
+            keys.job_events(job_id),
+            keys.job_plot(job_id, "png"),
+            keys.job_plot(job_id, "svg"),
+        ]
+        existed = self._delete(
+            keys=[keys.job(job_id), keys.unfinished_jobs(), keys.owner_jobs(owner)],
+            args=[job_id, *side],
+        )
+        return bool(existed)
+
+    def list_jobs(
+        self,
+        owner: str | None,
+        *,
+        page_size: int,
+        after: tuple[int, str] | None = None,
+        status: JobStatus | None = None,
+        scan_limit: int = 5000,
+    ) -> tuple[list[JobSummary], tuple[int, str] | None]:
+        """An owner's jobs, newest first: up to ``page_size`` summaries after the cursor
+        ``(created_ms, id)`` of the last one seen, and the cursor to go on from (None at
+        the end). A cursor names a place in the order, not an offset, so pages stay put
+        while new jobs arrive. Ids whose record expired are removed from the index as they
+        are met; at most ``scan_limit`` ids are read per call, so a filter that matches
+        little returns a short page and a cursor rather than scanning every job."""
+        index = keys.owner_jobs(owner)
+        top: str = "+inf" if after is None else str(after[0])
+        page: list[JobSummary] = []
+        scanned = 0
+        last: tuple[int, str] | None = after
+        while scanned < scan_limit:
+            chunk = self.client.zrevrangebyscore(
+                index, top, "-inf", start=0, num=page_size + 50, withscores=True
+            )
+            entries = [(int(score), _text(member)) for member, score in chunk]
+            if after is not None:
+                # Ties in created_ms come in reverse order of id; skip those already seen.
+                entries = [e for e in entries if e[0] < after[0] or e[1] < after[1]]
+            if not entries:
+                return page, None
+            with self.client.pipeline(transaction=False) as pipe:
+                for _, job_id in entries:
+                    pipe.hmget(keys.job(job_id), *_SUMMARY_FIELDS)
+                rows = pipe.execute()
+            gone = []
+            for (created, job_id), row in zip(entries, rows, strict=True):
+                scanned += 1
+                last = (created, job_id)
+                if row[0] is None:
+                    gone.append(job_id)
+                    continue
+                summary = JobSummary.from_fields(job_id, [_maybe_text(v) for v in row])
+                if status is None or summary.status is status:
+                    page.append(summary)
+                if len(page) == page_size:
+                    break
+            if gone:
+                self.client.zrem(index, *gone)
+            if len(page) == page_size:
+                return page, last
+            after, top = last, str(last[0])
+        return page, last
 
     def get(self, job_id: str) -> JobRecord:
         """The job's record; :class:`JobNotFound` if there is none."""
@@ -271,6 +515,8 @@ class JobStore:
                 keys.unfinished_jobs(),
                 keys.metric_counters(),
                 keys.metric_histogram(metrics.JOB_DURATION),
+                keys.job_events(job_id),
+                keys.webhooks_due(),
             ],
             args=args,
         )
@@ -325,7 +571,7 @@ class JobStore:
     def record_batch(self, job_id: str, batch: int, pairs: Sequence[Sequence[int]]) -> Saved:
         """Keep a batch's ``(heads, trials)`` pairs; writing a batch again is a no-op."""
         return Saved(self._save_once(
-            keys=[keys.job_draws(job_id), keys.job(job_id)],
+            keys=[keys.job_draws(job_id), keys.job(job_id), keys.job_events(job_id)],
             args=[str(batch), json.dumps([list(p) for p in pairs]), str(len(pairs)),
                   "batches_total"],
         ))
@@ -346,7 +592,7 @@ class JobStore:
     def save_part(self, job_id: str, part: Part) -> Saved:
         """Keep one method's fit; a redelivered fit cannot replace the first one."""
         return Saved(self._save_once(
-            keys=[keys.job_parts(job_id), keys.job(job_id)],
+            keys=[keys.job_parts(job_id), keys.job(job_id), keys.job_events(job_id)],
             args=[part.method, json.dumps(part.to_json()), "0", "parts_total"],
         ))
 
@@ -385,6 +631,10 @@ _JOB_BUCKETS = json.dumps(
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _maybe_text(value: bytes | str | None) -> str | None:
+    return None if value is None else _text(value)
 
 
 def _decode(raw: dict) -> dict[str, str]:

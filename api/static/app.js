@@ -140,8 +140,8 @@ async function submit(event) {
 }
 
 async function cancel() {
-  const response = await fetch(`/jobs/${$("cancel").dataset.id}`, {
-    method: "DELETE", headers: headers(),
+  const response = await fetch(`/jobs/${$("cancel").dataset.id}/cancel`, {
+    method: "POST", headers: headers(),
   });
   if (!response.ok) throw new Error(errorText(await response.json(), response));
 }

@@ -141,7 +141,7 @@ def test_the_owner_sees_and_cancels_the_job(secured):
     assert secured.get(job["url"], headers=bearer(ALICE)).get_json()["status"] == "queued"
     # Found, and not yet succeeded: the plot is a 409, not a 404.
     assert secured.get(f"{job['url']}/plot.png", headers=bearer(ALICE)).status_code == 409
-    response = secured.delete(job["url"], headers=bearer(ALICE))
+    response = secured.post(f"{job['url']}/cancel", headers=bearer(ALICE))
     assert response.status_code == 202 and response.get_json()["status"] == "cancelled"
 
 
@@ -156,7 +156,7 @@ def test_another_token_gets_the_404_of_a_job_that_does_not_exist(secured, redis_
         assert body["code"] == other["code"] == "not_found"
         assert body["message"] == other["message"].replace(missing[6:], job["id"])
         assert body["details"] == other["details"] == {}
-    assert secured.delete(job["url"], headers=bearer(BOB)).status_code == 404
+    assert secured.post(f"{job['url']}/cancel", headers=bearer(BOB)).status_code == 404
     # Bob's attempt changed nothing.
     assert redis_client.hget(keys.job(job["id"]), "status") == JobStatus.QUEUED.value
 

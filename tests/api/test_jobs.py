@@ -60,7 +60,7 @@ def test_source_job_starts_with_no_draws_fetched(client):
 
 
 def test_every_job_gets_a_seed(client, redis_client):
-    job = post(client, {"counts": [[1, 3]]}).get_json()
+    job = post(client, {"counts": [[1, 3], [2, 3]]}).get_json()
     spec = json.loads(redis_client.hget(keys.job(job["id"]), "spec"))
     assert isinstance(spec["seed"], int)
     assert spec["methods"] == ["em", "gmm"] and spec["restarts"] == 10
@@ -72,14 +72,14 @@ def test_unknown_job_is_404(client):
 
 
 def test_cancel_then_conflict(client):
-    job = post(client, {"counts": [[1, 3]]}).get_json()
-    response = client.delete(job["url"])
+    job = post(client, {"counts": [[1, 3], [2, 3]]}).get_json()
+    response = client.post(f"{job['url']}/cancel")
     assert response.status_code == 202
     assert response.get_json()["status"] == "cancelled"
     assert "Retry-After" not in client.get(job["url"]).headers
-    error = assert_error(client.delete(job["url"]), 409, "conflict")
+    error = assert_error(client.post(f"{job['url']}/cancel"), 409, "conflict")
     assert error["details"] == {"status": "cancelled"}
-    assert_error(client.delete(f"/jobs/{uuid.uuid4()}"), 404, "not_found")
+    assert_error(client.post(f"/jobs/{uuid.uuid4()}/cancel"), 404, "not_found")
 
 
 @pytest.mark.parametrize(
@@ -167,10 +167,33 @@ def test_openapi_describes_the_jobs_api(client):
 
 
 def test_retry_after_grows_with_the_backlog(client, redis_client):
-    job = post(client, {"counts": [[1, 3]]}).get_json()
+    job = post(client, {"counts": [[1, 3], [2, 3]]}).get_json()
     assert client.get(job["url"]).headers["Retry-After"] == "1"
     # 1,000 more unfinished jobs: one second per 200, so 5 s (1,001 jobs round up to 6).
     redis_client.zadd(keys.unfinished_jobs(), {f"other-{i}": 0 for i in range(1000)})
     assert client.get(job["url"]).headers["Retry-After"] == "6"
     redis_client.zadd(keys.unfinished_jobs(), {f"more-{i}": 0 for i in range(5000)})
     assert client.get(job["url"]).headers["Retry-After"] == "10"  # EMCOINS_RETRY_AFTER_MAX
+
+
+def test_fewer_distinct_pairs_than_coins_is_refused_at_n_components(client, redis_client):
+    error = assert_error(post(client, {"counts": [[5, 10]], "n_components": 2}), 422,
+                         "invalid_fields")
+    assert error["details"] == {
+        "n_components": "n_components=2 needs at least 2 distinct (heads, flips) pairs; "
+        "the data has 1."
+    }
+    # Multiplicities do not make a pair distinct; "auto" chooses among what can be fitted.
+    body = {"counts": [[5, 10, 40], [5, 10, 2]], "n_components": 2}
+    assert "n_components" in assert_error(post(client, body), 422, "invalid_fields")["details"]
+    assert post(client, {"counts": [[5, 10]], "n_components": "auto"}).status_code == 202
+    assert redis_client.keys("emcoins:job:*") != []
+
+
+def test_counts_rows_may_carry_a_multiplicity(client, redis_client):
+    response = post(client, {"counts": [[3, 12, 5], [9, 12, 2], [3, 12]]})
+    assert response.status_code == 202
+    job = client.get(response.get_json()["url"]).get_json()
+    assert job["progress"] == {"draws_fetched": 8, "draws_total": 8}
+    error = assert_error(post(client, {"counts": [[3, 12, 0]]}), 422, "invalid_fields")
+    assert error["details"] == {"counts.0.2": "count must be at least 1, got 0."}

@@ -26,7 +26,7 @@ def test_submitting_and_cancelling_in_the_app(client, redis_client):
     assert before[SUBMITTED] == 0
     created = client.post("/jobs", json={"counts": [[3, 10], [8, 10]]})
     assert created.status_code == 202
-    client.delete(f"/jobs/{created.json['id']}")
+    client.post(f"/jobs/{created.json['id']}/cancel")
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.mimetype == "text/plain"

@@ -48,7 +48,12 @@ def test_reading_draws_and_counts(tmp_path):
     counts = tmp_path / "counts.csv"
     counts.write_text("heads,flips\n3,10\n 8 , 10\n")
     assert read_counts(counts) == [[3, 10], [8, 10]]
+    counts.write_text("heads,flips,count\n3,12,5\n9,12,1\n")
+    assert read_counts(counts) == [[3, 12, 5], [9, 12, 1]]
     counts.write_text("3,10\n3;10\n")
+    result = run("submit", "--counts", str(counts))
+    assert result.exit_code == 2 and "line 2: expected heads,flips" in result.output
+    counts.write_text("3,10\n3,10,1,1\n")
     result = run("submit", "--counts", str(counts))
     assert result.exit_code == 2 and "line 2: expected heads,flips" in result.output
 

@@ -38,7 +38,7 @@ def test_jobs_survive_a_redis_restart(fault_stack, drawsource):
     fault_stack.redis.stop()  # SIGTERM: the append-only file is flushed
     error = assert_quick_503(f"{api}{jobs[0]['url']}")
     assert error["details"]["dependency"] == "redis"
-    assert_quick_503(f"{api}/jobs", "POST", json={"counts": [[1, 3]]})
+    assert_quick_503(f"{api}/jobs", "POST", json={"counts": [[1, 3], [2, 3]]})
     ready = assert_quick_503(f"{api}/readyz")
     assert "not answering" in ready["details"]["redis"]
     time.sleep(2)

@@ -11,8 +11,9 @@ import redis
 import requests
 
 from shared import keys
+from shared.contract import JobSpec
 from shared.draws import aggregate_counts
-from shared.fitting import run_method
+from shared.fitting import fit_methods
 from tests.faults.conftest import children, heavy_counts
 from tests.integration.helpers import submit, wait_for
 
@@ -34,8 +35,10 @@ def wait_status(api: str, job: dict, statuses: set[str], timeout: float = 60) ->
 
 def expected_thetas(counts: list[list[int]]) -> list[float]:
     """What a fit that nobody interrupted gives, computed in this process."""
-    spec = {"n_components": 3, "max_components": 4, "weights": "learn", "restarts": 12, "seed": 11}
-    return run_method("em", aggregate_counts(counts), spec)["estimates"]["thetas"]
+    spec = JobSpec(n_components=3, max_components=4, weights="learn", restarts=12,
+                   methods=("em",), seed=11)
+    [part] = fit_methods(["em"], aggregate_counts(counts), spec, max_gmm_draws=10**6)
+    return list(part.estimate.thetas)
 
 
 def test_pool_child_killed_mid_fit(fault_stack):

@@ -108,7 +108,7 @@ def test_garbage_draws_fail_the_job_naming_the_draw(stack, stub_source):
 def test_cancel_is_final(stack, drawsource):
     url = drawsource(latency_ms=200)
     job = submit(stack.api_url, {"source": {"url": url, "draws": 200}})
-    response = requests.delete(f"{stack.api_url}{job['url']}", timeout=10)
+    response = requests.post(f"{stack.api_url}{job['url']}/cancel", timeout=10)
     assert response.status_code == 202
     assert response.json()["status"] == "cancelled"
     # Whatever the workers were doing, the job stays cancelled and never gets a result.
@@ -116,7 +116,7 @@ def test_cancel_is_final(stack, drawsource):
     body = requests.get(f"{stack.api_url}{job['url']}", timeout=10).json()
     assert body["status"] == "cancelled" and body["result"] is None
     assert body["progress"]["draws_fetched"] < 200
-    assert requests.delete(f"{stack.api_url}{job['url']}", timeout=10).status_code == 409
+    assert requests.post(f"{stack.api_url}{job['url']}/cancel", timeout=10).status_code == 409
 
 
 def test_unknown_job_is_404(stack):

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
 import numpy as np
 
+from shared import fitting
 from shared.contract import JobResult, JobSpec
 from shared.draws import expand_counts
 from shared.estimation import BinomialMixture
-from shared.fitting import fit_methods
+
+fit_methods = functools.partial(fitting.fit_methods, max_gmm_draws=1_000_000)
 
 SPEC = JobSpec(n_components=2, max_components=3, weights="learn", restarts=5,
                methods=("em", "gmm"), seed=3)
 AUTO = JobSpec(**{**SPEC.__dict__, "n_components": "auto"})
+
+
+def spec_with(**changes) -> JobSpec:
+    return JobSpec(**{**SPEC.__dict__, **changes})
 COUNTS = [[0, 10, 3], [1, 10, 5], [2, 10, 4], [8, 10, 4], [9, 10, 6], [10, 10, 2]]
 
 
@@ -64,3 +71,22 @@ def test_merge_keeps_each_method_and_round_trips_through_json():
 def test_a_method_not_asked_for_has_no_key():
     result = JobResult.merge(fit_methods(["gmm"], COUNTS, SPEC))
     assert set(result.to_json()) == {"n_components", "bic", "gmm"}
+
+
+def test_a_method_that_cannot_fit_is_null_with_its_error_and_the_other_stands():
+    parts = fitting.fit_methods(["em", "gmm"], COUNTS, SPEC, max_gmm_draws=23)
+    result = JobResult.merge(parts)
+    data = result.to_json()
+    assert data["gmm"] is None and data["em"]["thetas"]
+    assert data["errors"]["gmm"]["code"] == "too_many_draws"
+    assert "EMCOINS_MAX_GMM_DRAWS" in data["errors"]["gmm"]["message"]
+    assert "24" in data["errors"]["gmm"]["message"]  # the job's draws: 3+5+4+4+6+2
+    assert not result.failed
+    assert JobResult.from_json(json.loads(json.dumps(data))) == result
+
+
+def test_fewer_distinct_draws_than_coins_is_a_method_error_not_a_crash():
+    parts = fit_methods(["em", "gmm"], [[5, 10, 3]], spec_with(n_components=2))
+    result = JobResult.merge(parts)
+    assert result.failed and set(result.errors) == {"em", "gmm"}
+    assert all(error.code == "fit_failed" for error in result.errors.values())
