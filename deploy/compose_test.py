@@ -1,0 +1,291 @@
+"""End-to-end test of docker-compose.yml on a real engine: `make compose-test`.
+
+Builds the image, starts the stack under a project name of its own with the API on a free
+host port, and checks, in order:
+
+1. after `build` and `up -d`, `/readyz` answers 200 (polled: docker-compose 1.29 has no
+   `up --wait`);
+2. a source job (draws from the bundled draw source) and an inline job succeed;
+3. `--scale worker-cpu=3`: `celery inspect ping` counts three cpu workers, and jobs succeed;
+4. jobs queued in Redis survive a stop and start of the Redis container (append-only file);
+5. `--profile monitoring`: Flower's `/` answers 200 with the login the test set, 401 without.
+
+`down -v` runs at the end whatever happened, after printing the services' logs on failure.
+Standard library only, so it runs with any Python 3.11 next to `docker compose`.
+
+Environment: COMPOSE (the compose command, default `docker compose`), COMPOSE_TEST_PROJECT
+(default `emcoins-compose-test`), COMPOSE_TEST_BUILD_TIMEOUT (seconds, default 1800: a cold
+machine installs scikit-learn and the rest into the image).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = os.environ.get("COMPOSE_TEST_PROJECT", "emcoins-compose-test")
+COMPOSE = [*shlex.split(os.environ.get("COMPOSE", "docker compose")), "-p", PROJECT]
+BUILD_TIMEOUT = float(os.environ.get("COMPOSE_TEST_BUILD_TIMEOUT", "1800"))
+FINAL = {"succeeded", "failed", "cancelled"}
+INLINE_JOB = {"counts": [[3, 10], [7, 10], [2, 10], [8, 10]], "n_components": 2}
+SOURCE_JOB = {"source": {"url": "http://drawsource:8001/draw", "draws": 30}}
+CPU_WORKERS = 3
+
+
+class CheckFailed(AssertionError):
+    """One of the checks did not hold."""
+
+
+def log(message: str) -> None:
+    """A progress line, flushed so that CI shows it as it happens."""
+    print(f"[compose-test] {message}", flush=True)
+
+
+@contextlib.contextmanager
+def step(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """Time one step and log its start and end."""
+    log(f"{name} ...")
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = time.monotonic() - start
+        log(f"{name}: {timings[name]:.1f} s")
+
+
+def free_port() -> int:
+    """A host port that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def compose(*args: str, timeout: float = 300, capture: bool = False) -> str:
+    """Run one compose command; raise with its output if it fails."""
+    argv = [*COMPOSE, *args]
+    log("$ " + shlex.join(argv))
+    result = subprocess.run(
+        argv, cwd=ROOT, timeout=timeout, text=True, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.PIPE if capture else None,
+    )
+    if result.returncode != 0:
+        detail = f"\n{result.stdout}\n{result.stderr}" if capture else ""
+        raise CheckFailed(f"{shlex.join(argv)} exited with {result.returncode}{detail}")
+    return result.stdout or ""
+
+
+class Http:
+    """A tiny JSON client of one base URL, with optional basic auth."""
+
+    def __init__(self, base: str, *, auth: str | None = None):
+        self.base = base
+        self.headers = {"Content-Type": "application/json"}
+        if auth:
+            self.headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict, str]:
+        """Status, headers and text of one exchange (HTTP errors are answers too)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method, headers=self.headers
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, dict(resp.headers), resp.read(1 << 20).decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read(1 << 20).decode(errors="replace")
+
+    def wait_status(self, path: str, want: int = 200, *, timeout: float) -> float:
+        """Poll ``path`` until it answers ``want``; return how long that took."""
+        start = time.monotonic()
+        last = "no answer"
+        while time.monotonic() - start < timeout:
+            try:
+                status, _, text = self.request("GET", path)
+                if status == want:
+                    return time.monotonic() - start
+                last = f"{status} {text[:300]}"
+            except OSError as exc:  # refused or reset while the service starts
+                last = repr(exc)
+            time.sleep(1)
+        raise CheckFailed(f"GET {self.base}{path} did not answer {want} in {timeout:.0f} s: {last}")
+
+
+def submit(api: Http, body: dict) -> str:
+    """POST a job; return the path of the job from the Location header."""
+    status, headers, text = api.request("POST", "/jobs", body)
+    if status != 202:
+        raise CheckFailed(f"POST /jobs answered {status}: {text[:500]}")
+    return headers["Location"]
+
+
+def wait_jobs(api: Http, paths: list[str], *, timeout: float) -> None:
+    """Poll every job until final; fail unless all succeeded in time."""
+    deadline = time.monotonic() + timeout
+    pending = dict.fromkeys(paths, "unknown")
+    while pending and time.monotonic() < deadline:
+        for path in list(pending):
+            try:
+                status, _, text = api.request("GET", path)
+            except OSError as exc:  # the API restarting under us; try again
+                pending[path] = repr(exc)
+                continue
+            if status != 200:
+                pending[path] = f"HTTP {status}"  # 503 while Redis restarts
+                continue
+            job = json.loads(text)
+            if job["status"] in FINAL:
+                if job["status"] != "succeeded":
+                    raise CheckFailed(f"{path} ended {job['status']}: {job.get('error')}")
+                del pending[path]
+            else:
+                pending[path] = job["status"]
+        time.sleep(0.5)
+    if pending:
+        raise CheckFailed(f"jobs not succeeded after {timeout:.0f} s: {pending}")
+
+
+def celery_json(command: str) -> dict:
+    """`celery inspect <command> --json` run in the api container, as a dict by node name."""
+    out = compose(
+        "exec", "-T", "api", "celery", "-A", "workers.celery_app", "inspect", command,
+        "--json", "--timeout", "5", timeout=120, capture=True,
+    )
+    for line in reversed(out.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise CheckFailed(f"no JSON in `celery inspect {command}`: {out[:500]}")
+
+
+def cpu_workers_answering() -> set[str]:
+    """Workers that answer `inspect ping` and consume the cpu queue."""
+    pinged = {node for node, reply in celery_json("ping").items() if reply.get("ok") == "pong"}
+    queues = celery_json("active_queues")
+    return {
+        node for node in pinged
+        if any(queue.get("name") == "cpu" for queue in queues.get(node) or [])
+    }
+
+
+def queue_depth(api: Http, queue: str) -> float:
+    """The API's `emcoins_queue_depth{queue=...}` figure."""
+    _, _, text = api.request("GET", "/metrics")
+    for line in text.splitlines():
+        if line.startswith(f'emcoins_queue_depth{{queue="{queue}"}}'):
+            return float(line.split()[-1])
+    raise CheckFailed(f"/metrics has no queue depth for {queue}")
+
+
+def take_down(attempts: int = 3) -> None:
+    """`down -v`, again if a container that was restarting at the time survived it."""
+    for attempt in range(1, attempts + 1):
+        try:
+            compose("--profile", "monitoring", "down", "-v", "--remove-orphans", timeout=300)
+            return
+        except (CheckFailed, subprocess.TimeoutExpired):
+            if attempt == attempts:
+                raise
+            time.sleep(2)
+
+
+def run_checks(api: Http, flower_auth: str, timings: dict[str, float]) -> None:
+    """The checks, in order; each raises CheckFailed."""
+    with step("build", timings):
+        # Every app service names the one image; `up --build` would build it once per
+        # service (docker-compose 1.29 does not share the build), so build it once here.
+        compose("build", "api", timeout=BUILD_TIMEOUT)
+    with step("start", timings):
+        compose("up", "-d")
+    with step("ready", timings):
+        api.wait_status("/readyz", timeout=180)
+
+    with step("a source job and an inline job", timings):
+        wait_jobs(api, [submit(api, SOURCE_JOB), submit(api, INLINE_JOB)], timeout=120)
+
+    with step(f"scale worker-cpu={CPU_WORKERS}", timings):
+        compose("up", "-d", "--scale", f"worker-cpu={CPU_WORKERS}", "--no-recreate")
+        deadline = time.monotonic() + 120
+        found = cpu_workers_answering()
+        while len(found) < CPU_WORKERS and time.monotonic() < deadline:
+            time.sleep(2)
+            found = cpu_workers_answering()
+        if len(found) != CPU_WORKERS:
+            raise CheckFailed(f"expected {CPU_WORKERS} cpu workers to answer, got {sorted(found)}")
+        log(f"cpu workers answering: {sorted(found)}")
+        jobs = [submit(api, INLINE_JOB) for _ in range(6)] + [submit(api, SOURCE_JOB)]
+        wait_jobs(api, jobs, timeout=180)
+
+    with step("Redis stopped and started with jobs queued", timings):
+        # With the fitting workers stopped, the jobs are certainly waiting in Redis.
+        compose("stop", "worker-cpu")
+        queued = [submit(api, INLINE_JOB) for _ in range(4)] + [submit(api, SOURCE_JOB)]
+        deadline = time.monotonic() + 60
+        while queue_depth(api, "cpu") < len(queued) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        depth = queue_depth(api, "cpu")
+        log(f"cpu queue depth before the Redis stop: {depth:.0f}")
+        if depth < len(queued):
+            raise CheckFailed(f"expected {len(queued)} fits queued, /metrics says {depth}")
+        compose("stop", "redis")
+        compose("start", "redis")
+        compose("start", "worker-cpu")
+        wait_jobs(api, queued, timeout=240)
+        api.wait_status("/readyz", timeout=120)
+
+    with step("Flower under the monitoring profile", timings):
+        compose("--profile", "monitoring", "up", "-d", "--no-recreate", "flower")
+        mapped = compose("port", "flower", "5555", capture=True).strip().splitlines()[-1]
+        port = int(mapped.rsplit(":", 1)[1])
+        Http(f"http://127.0.0.1:{port}", auth=flower_auth).wait_status("/", timeout=120)
+        # FLOWER_BASIC_AUTH reached Flower: without the password it refuses.
+        status, _, _ = Http(f"http://127.0.0.1:{port}").request("GET", "/")
+        if status != 401:
+            raise CheckFailed(f"Flower answered {status} without credentials, expected 401")
+
+
+def main() -> int:
+    """Run the checks against a fresh project; always take it down."""
+    port = int(os.environ.get("API_PORT") or 0) or free_port()
+    flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"ci:{secrets.token_hex(8)}"
+    os.environ.update(API_PORT=str(port), FLOWER_BASIC_AUTH=flower_auth)
+    # docker-compose 1.29 gives up on a slow engine after 60 s by default.
+    os.environ.setdefault("COMPOSE_HTTP_TIMEOUT", "300")
+    # `docker compose down` must run on SIGTERM (a CI timeout) as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    timings: dict[str, float] = {}
+    api = Http(f"http://127.0.0.1:{port}")
+    failed = True
+    try:
+        run_checks(api, flower_auth, timings)
+        failed = False
+    except (CheckFailed, subprocess.TimeoutExpired) as exc:
+        log(f"FAILED: {exc}")
+    finally:
+        if failed:
+            with contextlib.suppress(Exception):
+                compose("--profile", "monitoring", "ps")
+                compose("--profile", "monitoring", "logs", "--no-color", "--tail=60")
+        with step("down -v", timings):
+            take_down()
+    log("timings: " + ", ".join(f"{name} {took:.1f} s" for name, took in timings.items()))
+    log("FAILED" if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
