@@ -144,6 +144,13 @@ class Settings(BaseSettings):
     unacked_restore_interval: NonNegativeInt = 2
     # Log lines of the API and workers: "json" (one object per line) or "text".
     log_format: str = "json"
+    # Where clients reach the event streams (GET <events_url>/jobs/<id>/events), served by
+    # their own process; empty: the API's own origin.
+    events_url: str = ""
+    # Redis Sentinel: "host:port,..." of the sentinels, and the name of the master they
+    # watch. Empty: EMCOINS_REDIS_URL is used directly.
+    redis_sentinels: CommaList = ()
+    redis_master: str = "emcoins"
     # Origins a job's callback.url may point at, as source_allowlist; empty: no callbacks.
     callback_allowlist: CommaList = ()
     # Secret that signs completion callbacks (Standard Webhooks: "whsec_" + base64).
@@ -233,7 +240,9 @@ class Settings(BaseSettings):
                 raise ConfigError(f"{variable(info.field_name)} must be whsec_ plus base64")
         return value
 
-    @field_validator("source_allowlist", "callback_allowlist", "api_tokens", mode="before")
+    @field_validator(
+        "source_allowlist", "callback_allowlist", "api_tokens", "redis_sentinels", mode="before"
+    )
     @classmethod
     def _split(cls, value: Any) -> Any:
         """A comma-separated string as a tuple of its non-blank items."""
