@@ -21,8 +21,10 @@ _DENSE_SLOTS = 1 << 22
 class CountTable:
     """Distinct (heads, trials) pairs, their counts, and the constants the EM reuses.
 
-    Shapes: ``heads``, ``trials``, ``counts``, ``log_coef`` are (M,); ``design_t`` is (2, M)
-    holding heads and tails; ``stats_t`` is (M, 3) holding counts*heads, counts*trials, counts.
+    Shapes: ``heads``, ``trials``, ``counts``, ``log_coef`` are (M,); ``design_t`` is (3, M)
+    holding heads, tails and ones (so log theta, log(1 - theta), log weight times it is the
+    joint log-probability in one product); ``stats_t`` is (M, 3) holding counts*heads,
+    counts*trials, counts.
     ``n_draws`` is the total count and ``n_flips`` the total number of flips.
     """
 
@@ -70,7 +72,7 @@ def table_from_pairs(heads: np.ndarray, trials: np.ndarray, counts: np.ndarray) 
         trials=n,
         counts=counts,
         log_coef=log_coef,
-        design_t=np.vstack((hf, nf - hf)),
+        design_t=np.vstack((hf, nf - hf, np.ones_like(hf))),
         stats_t=np.column_stack((counts * hf, counts * nf, counts)),
         n_draws=int(round(float(counts.sum()))),
         n_flips=float(counts @ nf),

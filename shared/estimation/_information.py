@@ -7,6 +7,7 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 from shared.estimation._counts import CountTable
 from shared.estimation._em import EPS, e_step, log_likelihood
+from shared.estimation._newton import score_and_hessian
 
 
 def on_boundary(thetas: np.ndarray) -> np.ndarray:
@@ -23,28 +24,16 @@ def observed_information(
     Shapes: ``thetas``, ``weights`` (K,) -> (P, P) with P = 2K - 1 when the weights are
     learned (the last weight is 1 minus the others) and P = K when they are fixed.
     """
-    k = thetas.size
-    resp = e_step(table, thetas[None, :], np.log(weights)[None, :])[0][0].T  # (M, K)
-    h, t = table.design_t[0][:, None], table.design_t[1][:, None]
-    score = h / thetas - t / (1 - thetas)  # d log f / d theta, (M, K)
-    curv = -h / thetas**2 - t / (1 - thetas) ** 2  # d2 log f / d theta2, (M, K)
-    c = table.counts
-    rs = resp * score
-    grads = [rs]
-    if learn and k > 1:
-        grads.append(resp[:, :-1] / weights[:-1] - resp[:, -1:] / weights[-1])
-    g = np.hstack(grads)  # (M, P): each pair's score vector
-    p = g.shape[1]
-    # Hessian of log p_i is (d2 p_i / p_i) - g g^T; d2 p_i / p_i is sparse, built below.
-    hess = -(g.T * c) @ g
-    hess[np.arange(k), np.arange(k)] += c @ (resp * (score**2 + curv))
-    if p > k:
-        a = c @ rs  # (K,)
-        j = np.arange(k - 1)
-        hess[j, k + j] += a[:-1] / weights[:-1]
-        hess[k - 1, k + j] -= a[-1] / weights[-1]
-        hess[k:, :k] = hess[:k, k:].T
-    return -hess
+    resp = e_step(table, thetas[None, :], np.log(weights)[None, :])[0]  # (1, K, M)
+    return information_from_posterior(table, resp, thetas, weights, learn)
+
+
+def information_from_posterior(
+    table: CountTable, resp: np.ndarray, thetas: np.ndarray, weights: np.ndarray, learn: bool
+) -> np.ndarray:
+    """:func:`observed_information` from the posteriors ``resp`` (1, K, M) at the point."""
+    hess = score_and_hessian(table, resp, thetas[None, :], weights[None, :], learn)[1]
+    return -hess[0]
 
 
 def standard_errors(
@@ -55,20 +44,25 @@ def standard_errors(
     Thetas on the boundary are held fixed (the MLE is not a stationary point there), so the
     others' errors come from the information about the remaining parameters.
     """
+    return errors_from_information(observed_information(table, thetas, weights, learn), thetas)
+
+
+def errors_from_information(info: np.ndarray, thetas: np.ndarray) -> np.ndarray:
+    """:func:`standard_errors` from the observed information ``info`` (P, P) at ``thetas``."""
     k = thetas.size
-    info = observed_information(table, thetas, weights, learn)
     free = np.ones(info.shape[0], dtype=bool)
     free[:k] = ~on_boundary(thetas)
     result = np.full(k, np.nan)
     if not free[:k].any():
         return result
-    sub = info[np.ix_(free, free)]
+    sub = info[free][:, free]
     try:
-        factor = cho_factor(sub)
-    except LinAlgError:
+        # numpy's Cholesky: the positive-definiteness check without scipy's wrapper cost.
+        lower_inv = np.linalg.inv(np.linalg.cholesky(sub))
+    except np.linalg.LinAlgError:
         return result
-    cov = cho_solve(factor, np.eye(sub.shape[0]))
-    variances = np.diag(cov)[: int(free[:k].sum())]
+    # cov = L^-T L^-1, so its diagonal is the column sums of squares of L^-1.
+    variances = np.einsum("ij,ij->j", lower_inv, lower_inv)[: int(free[:k].sum())]
     with np.errstate(invalid="ignore"):
         result[free[:k]] = np.where(variances > 0, np.sqrt(np.abs(variances)), np.nan)
     return result

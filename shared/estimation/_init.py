@@ -12,7 +12,7 @@ _MIN_INIT_WEIGHT = 1e-3
 
 
 def kmeans_seeds(
-    table: CountTable, n_components: int, n_seeds: int, rng: np.random.RandomState
+    table: CountTable, n_components: int, n_seeds: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """k-means++ seeding on the heads fractions, one seed per row.
 
@@ -46,7 +46,7 @@ def kmeans_seeds(
 
 
 def random_seeds(
-    n_components: int, n_seeds: int, rng: np.random.RandomState
+    n_components: int, n_seeds: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Uniform thetas and Dirichlet(1) weights, one seed per row; shapes (n_seeds, K)."""
     thetas = rng.uniform(0.0, 1.0, size=(n_seeds, n_components))
@@ -54,7 +54,7 @@ def random_seeds(
     return np.clip(thetas, EPS, 1 - EPS), _normalise(weights)
 
 
-def _pick(score: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
+def _pick(score: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sample one column per row with probability proportional to ``score`` (S, M)."""
     cum = np.cumsum(score, axis=1)
     u = rng.uniform(size=score.shape[0]) * cum[:, -1]
@@ -72,7 +72,7 @@ def boundary_starts(
     thetas: np.ndarray,
     weights: np.ndarray,
     share: float,
-    rng: np.random.RandomState,
+    rng: np.random.Generator,
 ) -> None:
     """Put one coin of a ``share`` of the seeds exactly on 0 or 1, in place.
 
@@ -88,12 +88,16 @@ def boundary_starts(
     chosen = np.flatnonzero(rng.uniform(size=n_seeds) < share)
     if not sides or k < 2 or chosen.size == 0:
         return
-    side = rng.randint(len(sides), size=chosen.size)
-    for i, s in zip(chosen, side, strict=True):
-        which, mass = sides[s]
-        j = thetas[i].argmax() if which else thetas[i].argmin()
-        thetas[i, j] = 1 - EPS if which else EPS
-        share_j = mass / table.n_draws * rng.uniform(0.05, 1.0)
-        others = np.delete(np.arange(k), j)
-        weights[i, others] *= (1 - share_j) / weights[i, others].sum()
-        weights[i, j] = share_j
+    side = rng.integers(len(sides), size=chosen.size)
+    upper = np.array([s for s, _ in sides])[side] == 1  # (C,): the coin goes to 1, else 0
+    mass = np.array([m for _, m in sides], dtype=np.float64)[side]
+    rows = thetas[chosen]
+    j = np.where(upper, rows.argmax(axis=1), rows.argmin(axis=1))
+    every = np.arange(chosen.size)
+    thetas[chosen, j] = np.where(upper, 1 - EPS, EPS)
+    share_j = mass / table.n_draws * rng.uniform(0.05, 1.0, size=chosen.size)
+    w = weights[chosen]
+    w[every, j] = 0.0
+    w *= ((1 - share_j) / w.sum(axis=1))[:, None]
+    w[every, j] = share_j
+    weights[chosen] = w

@@ -42,30 +42,40 @@ def score_and_hessian(
     return g @ c, hess
 
 
-def newton_steps(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> np.ndarray:
+def newton_steps(
+    grad: np.ndarray, hess: np.ndarray, free: np.ndarray, damping: np.ndarray | None = None
+) -> np.ndarray:
     """Newton steps (R, P) on the free parameters (mask (R, P)), NaN rows where undefined.
 
     Where the observed information over the free parameters is not positive definite
     (a saddle region far from a maximum), its eigenvalues are replaced by their absolute
     values, so the step still climbs along directions of negative curvature
     ("saddle-free" Newton); the caller keeps a step only if the likelihood rises.
+    ``damping`` (R,), in units of each run's largest absolute eigenvalue, is added to
+    every eigenvalue (Levenberg-Marquardt), shortening the step towards the gradient.
     """
     n_runs, p = grad.shape
-    info = -hess.copy()
+    info = -hess
     fixed = ~free
-    info[fixed[:, :, None] | fixed[:, None, :]] = 0.0
-    info[:, np.arange(p), np.arange(p)] += fixed
-    grad = np.where(free, grad, 0.0)
+    if fixed.any():
+        info[fixed[:, :, None] | fixed[:, None, :]] = 0.0
+        info[:, np.arange(p), np.arange(p)] += fixed
+        grad = np.where(free, grad, 0.0)
     good = np.isfinite(info).all(axis=(1, 2)) & np.isfinite(grad).all(axis=1)
-    steps = np.full((n_runs, p), np.nan)
-    if not good.any():
+    if not good.all():
+        steps = np.full((n_runs, p), np.nan)
+        if good.any():
+            damp = None if damping is None else damping[good]
+            steps[good] = newton_steps(grad[good], -info[good], free[good], damp)
         return steps
-    values, vectors = np.linalg.eigh(info[good])
+    values, vectors = np.linalg.eigh(info)
     size = np.abs(values)
     scale = size.max(axis=1, keepdims=True)
     usable = (size > 1e-12 * scale).all(axis=1)
-    coef = np.einsum("rpq,rp->rq", vectors, grad[good]) / np.where(usable[:, None], size, 1.0)
-    sub = np.einsum("rpq,rq->rp", vectors, coef)
-    sub[~usable] = np.nan
-    steps[good] = sub
+    if damping is not None:
+        size += damping[:, None] * scale
+    size[~usable] = 1.0
+    coef = np.einsum("rpq,rp->rq", vectors, grad) / size
+    steps = np.einsum("rpq,rq->rp", vectors, coef)
+    steps[~usable] = np.nan
     return steps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,8 +17,20 @@ from sklearn.utils.validation import check_is_fitted
 
 from shared.draws import parse_flip_strings
 from shared.estimation._counts import CountTable, log_binomial_coefficient, tally
-from shared.estimation._em import EPS, WEIGHT_FLOOR, Runs, e_step, log_likelihood, run_em
-from shared.estimation._information import newton_polish, standard_errors
+from shared.estimation._em import (
+    EPS,
+    NEWTON_AFTER,
+    WEIGHT_FLOOR,
+    Runs,
+    e_step,
+    log_likelihood,
+    run_em,
+)
+from shared.estimation._information import (
+    errors_from_information,
+    information_from_posterior,
+    newton_polish,
+)
 from shared.estimation._init import boundary_starts, kmeans_seeds, random_seeds
 from shared.estimation._validation import (
     check_counts,
@@ -73,6 +86,8 @@ class BinomialMixture(BaseEstimator):
     ``weights="equal"``). An explicit start is one run, joined by ``n_random_init`` runs
     from screened random starts.
     ``acceleration`` is ``"squarem"`` (default) or ``"none"`` (plain EM).
+    ``random_state`` (None, an int, a numpy Generator or a RandomState) seeds one numpy
+    Generator per fit.
 
     Stopping rule (see ``shared.estimation._em``): a run has converged when an iteration
     raised the log-likelihood by less than ``tol`` *and* every free parameter's gradient,
@@ -80,8 +95,10 @@ class BinomialMixture(BaseEstimator):
     heads or draws); a theta on 0 or 1 or a weight at its floor is not free and only needs
     a gradient pointing outwards. Under SQUAREM one iteration is one cycle of two EM
     steps, an extrapolation and a stabilising EM step (falling back to plain EM when the
-    extrapolation loses likelihood); ``n_iter_`` counts these iterations (plain EM steps
-    with ``acceleration="none"``) and ``n_em_steps_`` the EM steps. ``tol=0`` runs exactly
+    extrapolation loses likelihood), followed from iteration 4 by a damped Newton step kept
+    only if it raises the likelihood; while full Newton steps keep succeeding, an iteration
+    is the Newton step alone. ``n_iter_`` counts these iterations (plain EM steps with
+    ``acceleration="none"``) and ``n_em_steps_`` the EM and Newton steps. ``tol=0`` runs exactly
     ``max_iter`` iterations. A run stopped by ``max_iter`` has ``converged_=False`` and warns.
 
     With ``"kmeans"`` or ``"random"``, each of the ``n_init`` restarts is the survivor of
@@ -153,7 +170,7 @@ class BinomialMixture(BaseEstimator):
         gtol = self._check_tolerance("gtol")
         if self.acceleration not in _ACCELERATIONS:
             raise ValueError(f"acceleration must be 'squarem' or 'none', got {self.acceleration!r}")
-        rng = check_random_state(self.random_state)
+        rng = _generator(self.random_state)
         init_thetas, init_weights, n_fixed = self._starts(table, k, learn, rng)
         settings = {
             "learn": learn,
@@ -296,7 +313,7 @@ class BinomialMixture(BaseEstimator):
         return number
 
     def _starts(
-        self, table: CountTable, k: int, learn: bool, rng: np.random.RandomState
+        self, table: CountTable, k: int, learn: bool, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Candidate starting thetas and weights, shapes (S, K), and how many of the first
         rows are explicit starts that always run to the end (0 or 1)."""
@@ -321,7 +338,7 @@ class BinomialMixture(BaseEstimator):
         return thetas, weights, n_fixed
 
     def _seeds(
-        self, table: CountTable, k: int, n_runs: int, kind: str, rng: np.random.RandomState
+        self, table: CountTable, k: int, n_runs: int, kind: str, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         """Screening seeds for ``n_runs`` restarts of ``kind`` ("kmeans" or "random")."""
         n_seeds = max(_MIN_TRIALS, _TRIALS_PER_RESTART * n_runs)
@@ -398,11 +415,13 @@ class BinomialMixture(BaseEstimator):
         runs = _select(screen, best)
         todo = np.flatnonzero(~runs.converged)
         if todo.size and max_iter > screen_iter:
+            # Iterations count from the start of the screen, Newton steps included.
             more = run_em(
                 table,
                 runs.thetas[todo],
                 runs.weights[todo],
                 max_iter=max_iter - screen_iter,
+                newton_after=max(1, NEWTON_AFTER - screen_iter),
                 **settings,
             )
             _extend(runs, todo, more)
@@ -429,8 +448,8 @@ class BinomialMixture(BaseEstimator):
                 float(runs.log_likelihood[best]),
             )
         order = np.argsort(runs.thetas, axis=1, kind="stable")
-        thetas = np.take_along_axis(runs.thetas, order, axis=1)
-        weights = np.take_along_axis(runs.weights, order, axis=1)
+        every = np.arange(order.shape[0])[:, None]
+        thetas, weights = runs.thetas[every, order], runs.weights[every, order]
         self.thetas_ = thetas[best].copy()
         self.weights_ = weights[best].copy()
         self.log_likelihood_ = float(runs.log_likelihood[best])
@@ -443,28 +462,39 @@ class BinomialMixture(BaseEstimator):
             "log_likelihood": self.log_likelihood_history_.copy(),
             "thetas": runs.theta_history[: self.n_iter_, best][:, order[best]],
         }
-        self.restarts_ = [
-            {
-                "initial_thetas": init_thetas[r].tolist(),
-                "initial_weights": init_weights[r].tolist(),
-                "thetas": thetas[r].tolist(),
-                "weights": weights[r].tolist(),
-                "log_likelihood": float(runs.log_likelihood[r]),
-                "n_iter": int(runs.n_iter[r]),
-                "converged": bool(runs.converged[r]),
-            }
-            for r in range(runs.thetas.shape[0])
-        ]
+        columns = zip(
+            init_thetas.tolist(),
+            init_weights.tolist(),
+            thetas.tolist(),
+            weights.tolist(),
+            runs.log_likelihood.tolist(),
+            runs.n_iter.tolist(),
+            runs.converged.tolist(),
+            strict=True,
+        )
+        keys = (
+            "initial_thetas",
+            "initial_weights",
+            "thetas",
+            "weights",
+            "log_likelihood",
+            "n_iter",
+            "converged",
+        )
+        self.restarts_ = [dict(zip(keys, values, strict=True)) for values in columns]
         self.restart_summary_ = _restart_summary(runs.log_likelihood)
         self.averaged_thetas_ = thetas.mean(axis=0)
         self.averaged_weights_ = weights.mean(axis=0)
         self.averaged_std_ = thetas.std(axis=0)
-        self.standard_errors_ = standard_errors(table, self.thetas_, self.weights_, learn)
+        # One E-step at the fit serves the standard errors and the ICL.
+        resp = e_step(table, self.thetas_[None, :], np.log(self.weights_)[None, :])[0]
+        info = information_from_posterior(table, resp, self.thetas_, self.weights_, learn)
+        self.standard_errors_ = errors_from_information(info, self.thetas_)
         self.n_draws_ = table.n_draws
         self.pairs_ = np.column_stack(
             (table.heads, table.trials, np.rint(table.counts).astype(np.int64))
         )
-        resp = e_step(table, self.thetas_[None, :], np.log(self.weights_)[None, :])[0][0].T
+        resp = resp[0].T
         self.bic_ = float(-2 * self.log_likelihood_ + self.n_parameters_ * np.log(table.n_draws))
         self.icl_ = self.bic_ + 2.0 * classification_entropy(resp, table.counts)
 
@@ -499,6 +529,19 @@ def select_components(
     )
 
 
+def _generator(random_state: Any) -> np.random.Generator:
+    """The fit's random generator: seeded from an int (or fresh for None), a Generator as
+    given, or seeded by one draw from a RandomState (which then advances).
+
+    A Generator, not scikit-learn's RandomState: seeding a RandomState (the Mersenne
+    Twister's 624-word state) costs more than a whole fit of a few dozen draws.
+    """
+    if random_state is None or isinstance(random_state, numbers.Integral | np.random.Generator):
+        return np.random.default_rng(random_state)
+    state = check_random_state(random_state)  # raises for anything else
+    return np.random.default_rng(int(state.randint(np.iinfo(np.int32).max)))
+
+
 def _restart_summary(log_likelihoods: np.ndarray) -> dict[str, Any]:
     """How many restarts reached the best log-likelihood (within 1e-6) and their spread."""
     ll = np.asarray(log_likelihoods, dtype=np.float64)
@@ -524,17 +567,24 @@ def _diverse_best(runs: Runs, n_keep: int, n_fixed: int = 0) -> np.ndarray:
     """
     ll = runs.log_likelihood
     key = np.sort(runs.thetas, axis=1)
-    apart = np.abs(key[:, None, :] - key[None, :, :]).max(axis=2) > _SAME_BASIN  # (S, S)
-    open_ = np.ones(ll.size, dtype=bool)
-    open_[:n_fixed] = False
+    open_ll = ll.copy()
+    open_ll[:n_fixed] = -np.inf
     chosen: list[int] = list(range(n_fixed))
-    while len(chosen) < n_keep and open_.any():
-        pick = int(np.argmax(np.where(open_, ll, -np.inf)))
+    while len(chosen) < n_keep:
+        pick = int(np.argmax(open_ll))
+        if open_ll[pick] == -np.inf:
+            break
         chosen.append(pick)
-        open_ &= apart[pick]
-    taken = set(chosen)
-    rest = [int(i) for i in np.argsort(-ll, kind="stable") if int(i) not in taken]
-    return np.array(chosen + rest[: n_keep - len(chosen)], dtype=np.int64)
+        # Close the picked run's basin: every run within _SAME_BASIN in all sorted thetas.
+        near = np.abs(key - key[pick]).max(axis=1) <= _SAME_BASIN
+        open_ll[near] = -np.inf
+    if len(chosen) < n_keep:
+        taken = np.zeros(ll.size, dtype=bool)
+        taken[chosen] = True
+        rest = np.argsort(-ll, kind="stable")
+        rest = rest[~taken[rest]]
+        chosen.extend(rest[: n_keep - len(chosen)].tolist())
+    return np.array(chosen, dtype=np.int64)
 
 
 def _select(runs: Runs, index: np.ndarray) -> Runs:
