@@ -47,7 +47,20 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # Keep the order the schemas declare (id, status, progress...), not alphabetical.
     app.json.sort_keys = False
 
-    from api import auth, docs, errors, extensions, health, jobs, metrics, plots, requestlog, web
+    from api import (
+        auth,
+        docs,
+        errors,
+        events,
+        extensions,
+        health,
+        jobs,
+        metrics,
+        plots,
+        posteriors,
+        requestlog,
+        web,
+    )
 
     extensions.init_app(app)
     requestlog.init_app(app)
@@ -64,7 +77,35 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     api.register_blueprint(jobs.blp)
     api.register_blueprint(health.blp)
     api.register_blueprint(plots.blp)
+    api.register_blueprint(posteriors.blp)
     api.register_blueprint(metrics.blp)
+    # The streams are served by their own process (create_events_app); listed here so
+    # that the one API description names every interface.
+    events.document(api.spec, settings.events_url)
     web.init_app(app)
     errors.init_app(app, api)
+    return app
+
+
+def create_events_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """The event streams alone (``GET /jobs/<id>/events`` and ``/healthz``), for a gevent
+    server of their own; ``overrides`` as in :func:`create_app` (``EVENTS_KEEPALIVE_SECONDS``
+    and ``EVENTS_CHECK_SECONDS`` shorten the streams' timers)."""
+    overrides = dict(overrides or {})
+    settings = Settings.from_env().replace(
+        **{k: overrides.pop(k) for k in list(overrides) if k in Settings.model_fields}
+    )
+    # No static folder: the page and its assets are the API's.
+    app = Flask(__name__, static_folder=None)
+    app.config.update(SETTINGS=settings)
+    app.config.update(overrides)
+    app.json.sort_keys = False
+
+    from api import auth, errors, events, extensions, requestlog
+
+    extensions.init_app(app)
+    requestlog.init_app(app)
+    events.init_app(app)
+    auth.init_app(app)
+    errors.init_app(app, None)
     return app

@@ -100,8 +100,11 @@ def _http_error(exc: HTTPException):
     data = getattr(exc, "data", None) or {}
     messages = data.get("messages")
     if status == 422 and messages:
-        # webargs nests field errors under the location ("json"); users want field paths.
-        details = flatten(messages.get("json", messages))
+        # webargs nests field errors under the location ("json", "query"); users want the
+        # field's path or the parameter's name.
+        details: dict[str, str] = {}
+        for located in messages.values():
+            details.update(flatten(located))
         return error_response(422, "Some fields are invalid; see details.", details=details)
     if status == 400 and messages:
         return error_response(400, "The body is not valid JSON.", details=flatten(messages))
@@ -109,7 +112,10 @@ def _http_error(exc: HTTPException):
     if status == 413:
         limit = _settings_limit()
         message = f"The body is larger than {limit} bytes (EMCOINS_MAX_BODY_BYTES)."
-    return error_response(status, message, headers=dict(getattr(exc, "headers", None) or {}))
+    # werkzeug's own headers (Allow on a 405, WWW-Authenticate...) go with the JSON body.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    headers.update(getattr(exc, "headers", None) or {})
+    return error_response(status, message, headers=headers)
 
 
 def _api_error(exc: APIError):

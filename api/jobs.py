@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
-import io
 import json
 import math
 import secrets
 import uuid
-from collections.abc import Iterable, Sequence
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import current_app, request
 from flask.views import MethodView
 
-from api import auth, extensions, metrics
+from api import auth, extensions
 from api.body import Blueprint
 from api.errors import APIError
+from api.tables import csv_response, wants_csv
 from shared.contract import JobRequest
 from shared.draws import aggregate_counts, parse_flip_string
 from shared.limits import distinct_pairs_error, limit_errors
@@ -210,6 +208,7 @@ class Jobs(MethodView):
                 idempotency=idempotency,
             )
         except Replayed as replay:
+            extensions.resend_if_queued(replay.job_id)
             return _created(replay.job_id)
         except IdempotencyKeyReused:
             raise APIError(
@@ -233,7 +232,9 @@ class Jobs(MethodView):
             # Not queued means not accepted: leave nothing behind that would look pending.
             jobs.delete(job_id)
             raise
-        metrics.job_submitted()
+        # With sentinels, the 202 waits until a replica has the job (README: Scaling past
+        # one machine); a failover before then is a 503, retried with the same key.
+        extensions.count_submitted()
         current_app.logger.info("job submitted", extra={"job_id": job_id})
         return _created(job_id)
 
@@ -309,24 +310,9 @@ class Draws(MethodView):
                 details={"status": record.status.value},
                 headers=_running_headers(record),
             )
-        if _wants_csv():
+        if wants_csv():
             return csv_response(("heads", "flips", "count"), record.counts, f"{job_id}-draws")
         return {"counts": record.counts}
-
-
-def _wants_csv() -> bool:
-    return request.accept_mimetypes.best_match(["application/json", "text/csv"]) == "text/csv"
-
-
-def csv_response(header: Sequence[str], rows: Iterable[Sequence[Any]], name: str) -> Response:
-    """Rows as a CSV download named ``<name>.csv``."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    response = Response(out.getvalue(), mimetype="text/csv")
-    response.headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
-    return response
 
 
 def _summary_view(summary: JobSummary) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The figures live in Redis (:mod:`shared.metrics`), so whichever gunicorn process answers
 the scrape reports the whole service's counts. Finished jobs are counted by the job
-store's final transition; the API only counts submissions.
+store's final transition; submissions are counted as the API accepts them
+(api/extensions.py).
 """
 
 from __future__ import annotations
@@ -13,14 +14,9 @@ from flask_smorest import Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api import extensions
-from shared.metrics import Metrics, RedisCollector
+from shared.metrics import RedisCollector
 
 blp = Blueprint("metrics", __name__, description="Monitoring.")
-
-
-def job_submitted() -> None:
-    """Count an accepted job."""
-    Metrics(extensions.redis_client()).job_submitted()
 
 
 @blp.route("/metrics")

@@ -7,6 +7,7 @@ on stderr and a non-zero exit status.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 
 import click
 
-from cli.client import DEFAULT_URL, FINAL, Client, ClientError
+from cli.client import DEFAULT_URL, FINAL, Client, ClientError, EventsUnavailable
 from shared.status import JobStatus
 
 
@@ -49,11 +50,14 @@ class _Components(click.ParamType):
               help="Base URL of the API (EMCOINS_API_URL).")
 @click.option("--token", envvar="EMCOINS_API_TOKEN", default=None,
               help="Bearer token, if the API requires one (EMCOINS_API_TOKEN).")
+@click.option("--events-url", envvar="EMCOINS_EVENTS_URL", default=None,
+              help="Base URL of the job event streams (EMCOINS_EVENTS_URL); default: "
+                   "http://127.0.0.1:8002 with the default API URL, else the API URL.")
 @click.version_option(package_name="emcoins")
 @click.pass_context
-def cli(ctx: click.Context, api_url: str, token: str | None) -> None:
+def cli(ctx: click.Context, api_url: str, token: str | None, events_url: str | None) -> None:
     """Estimate hidden coins' biases with the EM-Coins job service."""
-    ctx.obj = Client(api_url, token=token)
+    ctx.obj = Client(api_url, token=token, events_url=events_url)
 
 
 def read_draws(path: Path) -> list[str]:
@@ -112,23 +116,69 @@ def result_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+# Posterior rows the CLI prints; `emcoins result --json` or the API gives them all.
+POSTERIOR_ROWS_SHOWN = 15
+
+
 def format_result(job: dict[str, Any]) -> str:
-    """A finished job's estimates as an aligned text table."""
+    """A finished job's estimates and diagnostics as aligned text tables."""
     result = job["result"]
     header = ("method", "coin", "bias/mean", "weight", "std err/sigma")
-    rows = [header, *result_rows(result)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         f"job {job['id']}: {job['progress']['draws_total']} draws, "
         f"{result['n_components']} coins"
     ]
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:],
-                                                                        strict=True)]
-        lines.append("  ".join(cells))
+    lines += _table([header, *result_rows(result)])
     if result.get("bic"):
-        lines.append("BIC by K: " + ", ".join(f"{k}: {v:.1f}" for k, v in result["bic"].items()))
+        rows = [("K", "BIC", "ICL")]
+        for k, bic in result["bic"].items():
+            icl = (result.get("icl") or {}).get(k)
+            rows.append((k, f"{bic:.1f}", "n/a" if icl is None else f"{icl:.1f}"))
+        lines += ["", "choosing K (lower is better; K is chosen by BIC):", *_table(rows)]
+    em = result.get("em")
+    if em:
+        lines += ["", *em_work(em)]
+    for method, error in (result.get("errors") or {}).items():
+        lines.append(f"{method} failed: {error['code']}: {error['message']}")
+    for warning in result.get("warnings") or []:
+        lines.append(f"warning {warning['code']}: {warning['message']}")
     return "\n".join(lines)
+
+
+def em_work(em: dict[str, Any]) -> list[str]:
+    """How EM got there: convergence, restarts, the trajectory, and which coin each draw
+    came from."""
+    lines = [f"EM: {em['iterations']} iterations, log-likelihood {em['log_likelihood']:.6f}, "
+             f"{'converged' if em['converged'] else 'NOT converged'}"]
+    summary = em.get("restart_summary")
+    if summary:
+        lines.append(f"restarts: {summary['at_best']} of {summary['restarts']} reached the best "
+                     f"log-likelihood (within {summary['tolerance']:g}); spread "
+                     f"{summary['spread']:.3g}")
+    trajectory = em.get("trajectory")
+    if trajectory and trajectory["log_likelihood"]:
+        steps = trajectory["log_likelihood"]
+        lines.append(f"trajectory: log-likelihood {steps[0]:.4f} -> {steps[-1]:.4f} "
+                     f"over {len(steps)} iterations")
+    posteriors = em.get("posteriors")
+    if posteriors:
+        k = len(em["thetas"])
+        rows = [("heads", "flips", "count", *(f"P(coin {i + 1})" for i in range(k)))]
+        shown = list(zip(posteriors["pairs"], posteriors["probabilities"], strict=True))
+        for (heads, flips, count), probabilities in shown[:POSTERIOR_ROWS_SHOWN]:
+            rows.append((str(heads), str(flips), str(count), *(f"{p:.3f}" for p in probabilities)))
+        more = len(shown) - POSTERIOR_ROWS_SHOWN
+        lines += ["which coin each draw came from (most frequent draws first):", *_table(rows)]
+        if more > 0 or posteriors["truncated"]:
+            lines.append("  ... more rows: emcoins result --json, or GET /jobs/<id>/posteriors")
+    return lines
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join([row[0].ljust(widths[0])]
+                      + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)])
+            for row in rows]
 
 
 def _final_or_fail(job: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +230,57 @@ def _wait_fit(client: Client, job: dict, *, deadline: float, timeout: float,
     return job
 
 
+def follow_job(client: Client, job_id: str, *, timeout: float) -> dict:
+    """Follow the job's event stream until it ends and return the job, with a progress
+    bar of draws fetched on stderr (none for inline draws, which arrive complete).
+
+    Polls instead when there is no event stream at the client's events URL.
+    """
+    job = client.job(job_id)
+    if job["status"] in FINAL:
+        return job
+    fetches = job["spec"].get("source") is not None
+    started = time.monotonic()
+    events = client.follow(job_id, timeout=timeout)
+    try:
+        first = next(events)
+    except EventsUnavailable as exc:
+        click.echo(f"{exc}; polling instead (EMCOINS_EVENTS_URL)", err=True)
+        left = max(timeout - (time.monotonic() - started), 0.0)
+        return wait_for(client, job_id, timeout=left, fetches=fetches)
+    stream = itertools.chain([first], events)
+    status = job["status"]
+    if fetches:
+        with click.progressbar(length=max(job["progress"]["draws_total"], 1),
+                               label="fetching draws", file=sys.stderr, show_pos=True) as bar:
+            shown = 0
+            for event in stream:
+                if event.name == "done":
+                    return event.data
+                if event.name == "progress":
+                    bar.update(event.data["draws_fetched"] - shown)
+                    shown = event.data["draws_fetched"]
+                elif event.name == "status":
+                    status = event.data["status"]
+                if status == "fitting" or status in FINAL:
+                    break
+    if status not in FINAL:
+        click.echo("fitting...", err=True)
+    for event in stream:
+        if event.name == "done":
+            return event.data
+    raise ClientError(f"the event stream of job {job_id} ended without the job")
+
+
+def _follow_until_stopped(client: Client, job_id: str, *, timeout: float) -> dict:
+    try:
+        return follow_job(client, job_id, timeout=timeout)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"stopped waiting; job {job_id} goes on (emcoins cancel {job_id} stops it)"
+        ) from None
+
+
 @cli.command()
 @click.option("--source", metavar="URL", help="Draw source: one GET per draw.")
 @click.option("--draws", type=click.IntRange(min=1), default=30, show_default=True,
@@ -225,12 +326,18 @@ def submit(client: Client, source, draws, draws_file, counts_file, components, m
         click.echo(job_id)
         return
     click.echo(f"job {job_id} submitted", err=True)
-    try:
-        job = wait_for(client, job_id, timeout=timeout, fetches=bool(source))
-    except KeyboardInterrupt:
-        raise click.ClickException(
-            f"stopped waiting; job {job_id} goes on (emcoins cancel {job_id} stops it)"
-        ) from None
+    job = _follow_until_stopped(client, job_id, timeout=timeout)
+    click.echo(format_result(_final_or_fail(job)))
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds to wait.")
+@click.pass_obj
+def wait(client: Client, job_id: str, timeout: float) -> None:
+    """Follow a job until it ends (progress on stderr), then print its result table."""
+    job = _follow_until_stopped(client, job_id, timeout=timeout)
     click.echo(format_result(_final_or_fail(job)))
 
 

@@ -43,10 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     stack = Stack(config)
     try:
-        print("Starting Redis, the draw source, the workers and the API...", flush=True)
+        print("Starting Redis, the draw source, the workers, the API and the event streams...",
+              flush=True)
         stack.start()
         print(f"API: {stack.api_url}")
         print(f"Draw source: {stack.drawsource_url}")
+        if config.start_events:
+            print(f"Event streams: {stack.events_url}  (EMCOINS_EVENTS_URL for the emcoins CLI)")
         print(f"Logs: {stack.log_dir}", flush=True)
         if config.data_dir is not None:
             print(f"Data (jobs are kept across restarts): {config.data_dir}", flush=True)

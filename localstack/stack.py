@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -22,7 +22,7 @@ from localstack.datadir import DataLock
 from localstack.ports import free_port, port_is_free
 from localstack.processes import Service, wait_http
 from localstack.redis_server import RedisServer
-from shared.config import Settings
+from shared.config import EnvSettings, Settings
 
 # The checkout's own data folder (git-ignored), whatever the current directory.
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / ".emcoins"
@@ -34,6 +34,7 @@ PASSED_THROUGH = ("EMCOINS_", "DRAWSOURCE_")
 VARIABLES = {
     "api_port": "API_PORT",
     "drawsource_port": "DRAWSOURCE_PORT",
+    "events_port": "EVENTS_PORT",
     "cpu_workers": "WORKERS",
     "cpu_concurrency": "CPU_CONCURRENCY",
     "io_concurrency": "IO_CONCURRENCY",
@@ -87,7 +88,7 @@ def _problem(error: ErrorDetails) -> str:
     return f"{name}: {error['msg']}"
 
 
-class StackConfig(BaseSettings):
+class StackConfig(EnvSettings):
     """What to start and where; ports of 0 mean "pick a free one".
 
     Built in code (tests, benchmarks) it reads no environment and keeps its data in a
@@ -99,11 +100,16 @@ class StackConfig(BaseSettings):
     host: str = "127.0.0.1"
     api_port: Port = 8000
     drawsource_port: Port = 8001
+    # The event streams' process (GET /jobs/<id>/events). Built in code: a free port;
+    # from_env: EVENTS_PORT, else 8002 (a free port when API_PORT is 0).
+    events_port: Port = 0
     cpu_workers: Count = 1
     cpu_concurrency: Count = 2
     io_concurrency: Count = 16
     api_workers: Count = 2
     api_threads: Count = 8
+    # Streams one events process holds at once (gunicorn's gevent worker connections).
+    events_connections: Count = 2000
     redis_appendonly: bool = True
     # Where Redis keeps jobs, results and metrics across restarts (one stack per folder).
     # None: a temporary folder, removed at stop. from_env defaults to DEFAULT_DATA_DIR, and
@@ -111,6 +117,7 @@ class StackConfig(BaseSettings):
     data_dir: Path | None = None
     start_drawsource: bool = True
     start_workers: bool = True
+    start_events: bool = True
     # Restart a process that exits on its own, as compose's `restart: unless-stopped` does
     # (kombu can take a worker down when Redis restarts under it).
     restart_crashed: bool = True
@@ -118,29 +125,22 @@ class StackConfig(BaseSettings):
     env: dict[str, str] = Field(default_factory=dict)
     log_dir: Path | None = None
 
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            raise StackConfigError(_problem(exc.errors()[0])) from None
+    @classmethod
+    def error(cls, problem: ErrorDetails) -> Exception:
+        """A :class:`StackConfigError` naming the variable."""
+        return StackConfigError(_problem(problem))
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Keyword construction reads no environment; from_env does.
-        return (init_settings,)
+    def environ_source(cls, environ: Mapping[str, str]) -> PydanticBaseSettingsSource:
+        """The stack's own variables and the settings passed through to its children."""
+        return _StackEnviron(cls, environ)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:
         """Ports, scale and data folder from ``API_PORT``, ``WORKERS``, ``EMCOINS_DATA_DIR``..."""
-        values = _StackEnviron(cls, os.environ if environ is None else environ)()
+        values = cls.environ_source(os.environ if environ is None else environ)()
         values.setdefault("data_dir", DEFAULT_DATA_DIR)
+        values.setdefault("events_port", "0" if values.get("api_port") == "0" else "8002")
         return cls(**values)
 
     @field_validator("data_dir", mode="before")
@@ -165,6 +165,7 @@ class Stack:
         self.log_dir = self.config.log_dir or Path(tempfile.mkdtemp(prefix="emcoins-stack-"))
         self.api_port = self.config.api_port
         self.drawsource_port = self.config.drawsource_port
+        self.events_port = self.config.events_port
         self.restarts: list[str] = []
         self._lock: DataLock | None = None
         self._watching = threading.Event()
@@ -181,6 +182,11 @@ class Stack:
         return f"http://{self.config.host}:{self.drawsource_port}"
 
     @property
+    def events_url(self) -> str:
+        """Base URL of the event streams (``GET <events_url>/jobs/<id>/events``)."""
+        return f"http://{self.config.host}:{self.events_port}"
+
+    @property
     def api_token(self) -> str | None:
         """The token the stack's own requests send: the first of ``EMCOINS_API_TOKENS``, if any."""
         tokens = Settings.from_env(self.env()).api_tokens
@@ -192,7 +198,11 @@ class Stack:
             self.api_port = free_port(host)
         if self.drawsource_port == 0:
             self.drawsource_port = free_port(host)
+        if self.events_port == 0:
+            self.events_port = free_port(host)
         wanted = [("API_PORT", self.api_port)]
+        if self.config.start_events:
+            wanted.append(("EVENTS_PORT", self.events_port))
         if self.config.start_drawsource:
             wanted.append(("DRAWSOURCE_PORT", self.drawsource_port))
         for name, port in wanted:
@@ -220,6 +230,9 @@ class Stack:
         # Where the stack put things wins over what was asked (DRAWSOURCE_PORT=0: any port).
         env["DRAWSOURCE_HOST"] = self.config.host
         env["DRAWSOURCE_PORT"] = str(self.drawsource_port)
+        if self.config.start_events:
+            # The page (served by the API) reads the streams from the events process.
+            env["EMCOINS_EVENTS_URL"] = self.events_url
         if self.redis is not None:
             env["EMCOINS_REDIS_URL"] = self.redis.url
         return env
@@ -256,6 +269,21 @@ class Stack:
         ]
         return self._service("api", argv)
 
+    def start_events(self) -> Service:
+        """Start the event streams' process: gunicorn's gevent worker, where an open
+        stream is a greenlet rather than a thread."""
+        argv = [
+            sys.executable, "-m", "gunicorn",
+            "-b", f"{self.config.host}:{self.events_port}",
+            "-w", "1", "-k", "gevent",
+            "--worker-connections", str(self.config.events_connections),
+            # Open streams do not end by themselves: cut them (clients resume) rather
+            # than wait for them at a stop.
+            "--graceful-timeout", "3",
+            "api:create_events_app()",
+        ]
+        return self._service("events", argv)
+
     def start(self, *, timeout: float = 60.0) -> Stack:
         """Start everything and wait until the API is ready (Redis and a worker answer).
 
@@ -276,10 +304,14 @@ class Stack:
                 for index in range(1, self.config.cpu_workers + 1):
                     self.start_worker("cpu", index)
             api = self.start_api()
+            if self.config.start_events:
+                events = self.start_events()
             if self.config.start_drawsource:
                 wait_http(f"{self.drawsource_url}/healthz", timeout=timeout, service=source)
             ready = "/readyz" if self.config.start_workers else "/healthz"
             wait_http(f"{self.api_url}{ready}", timeout=timeout, service=api)
+            if self.config.start_events:
+                wait_http(f"{self.events_url}/healthz", timeout=timeout, service=events)
         except BaseException:
             self.stop()
             raise

@@ -14,7 +14,7 @@ import base64
 import functools
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
@@ -77,7 +77,55 @@ def _problem(error: ErrorDetails) -> str:
     return f"{name}: {error['msg']}"
 
 
-class Settings(BaseSettings):
+class EnvSettings(BaseSettings):
+    """Settings read once from a mapping of environment variables by :meth:`from_env`.
+
+    Built by keyword they read no environment, so a test's object never depends on the
+    shell it runs in. A value that does not validate raises :meth:`error` with one
+    sentence naming its variable. Subclasses give :meth:`environ_source` and
+    :meth:`error`; the service's :class:`Settings` and the local stack's config do.
+    """
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise self.error(exc.errors()[0]) from None
+
+    @classmethod
+    def error(cls, problem: ErrorDetails) -> Exception:
+        """The exception for one validation problem."""
+        raise NotImplementedError
+
+    @classmethod
+    def environ_source(cls, environ: Mapping[str, str]) -> PydanticBaseSettingsSource:
+        """The source reading this class's variables from ``environ``."""
+        raise NotImplementedError
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword construction sees the defaults and the keywords only; the environment
+        # is read by from_env, once.
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Build from the environment (or ``environ``), falling back to the defaults."""
+        return cls(**cls.environ_source(os.environ if environ is None else environ)())
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` applied, validated as a new object is."""
+        return type(self)(**{**self.model_dump(), **changes})
+
+
+class Settings(EnvSettings):
     """Settings shared by the API and the workers; each field is ``EMCOINS_<NAME>``."""
 
     model_config = SettingsConfigDict(
@@ -164,34 +212,15 @@ class Settings(BaseSettings):
     # Whole-exchange deadline of one callback attempt.
     webhook_timeout: NonNegativeFloat = 10.0
 
-    def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            raise ConfigError(_problem(exc.errors()[0])) from None
+    @classmethod
+    def error(cls, problem: ErrorDetails) -> Exception:
+        """A :class:`ConfigError` naming the variable."""
+        return ConfigError(_problem(problem))
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Keyword construction sees the defaults and the keywords only; the environment
-        # is read by from_env, once, so a test's Settings(...) never depends on the shell.
-        return (init_settings,)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``EMCOINS_*`` variables, falling back to the defaults."""
-        source = EnvironSource(cls, os.environ if environ is None else environ)
-        return cls(**source())
-
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` applied, validated as a new object is."""
-        return type(self)(**{**self.model_dump(), **changes})
+    def environ_source(cls, environ: Mapping[str, str]) -> PydanticBaseSettingsSource:
+        """``EMCOINS_*`` variables from ``environ``."""
+        return EnvironSource(cls, environ)
 
     @model_validator(mode="after")
     def _deadlines(self) -> Settings:
@@ -199,6 +228,11 @@ class Settings(BaseSettings):
         for name in ("fetch_deadline", "fetch_batch_deadline"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{variable(name)} must be more than 0")
+        if self.fetch_batch_size > self.fetch_concurrency:
+            # A batch's draws run at once on the worker's threads: never more than its share.
+            raise ConfigError(
+                f"{variable('fetch_batch_size')} must not exceed {variable('fetch_concurrency')}"
+            )
         if self.max_json_depth < 2:
             raise ConfigError(f"{variable('max_json_depth')} must be at least 2 "
                               '({"flips": [...]} nests twice)')
@@ -272,6 +306,29 @@ class Settings(BaseSettings):
     def _log_format(cls, value: str, info: ValidationInfo) -> str:
         if value not in ("json", "text"):
             raise ConfigError(f"{variable(info.field_name)} must be json or text, got {value!r}")
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        """Each sentinel as host:port, the port a number from 1 to 65535."""
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(
+                    f"{variable(info.field_name)} must be host:port,... (a port from 1 to "
+                    f"65535), got {address!r}"
+                )
+        return value
+
+    @field_validator("redis_master")
+    @classmethod
+    def _master(cls, value: str, info: ValidationInfo) -> str:
+        """The name the sentinels monitor: one word, as in ``sentinel monitor <name> ...``."""
+        if not value or any(c.isspace() for c in value):
+            raise ConfigError(
+                f"{variable(info.field_name)} must be a name without spaces, got {value!r}"
+            )
         return value
 
     @field_validator("redis_url")

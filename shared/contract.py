@@ -24,6 +24,14 @@ def _floats(values: Sequence[Any]) -> tuple[float | None, ...]:
     return tuple(None if v is None else float(v) for v in values)
 
 
+def _json_or_none(value: Any) -> Any:
+    return None if value is None else value.to_json()
+
+
+def _read(cls: Any, data: Mapping[str, Any] | None) -> Any:
+    return None if data is None else cls.from_json(data)
+
+
 @dataclasses.dataclass(frozen=True)
 class Source:
     """Where the workers fetch draws: one GET of ``url`` per draw."""
@@ -172,8 +180,98 @@ class Averaged:
 
 
 @dataclasses.dataclass(frozen=True)
+class Posteriors:
+    """The paper's central table: for each distinct (heads, flips) pair, its count and the
+    probability of each coin. The result keeps the most frequent pairs only."""
+
+    pairs: tuple[tuple[int, int, int], ...]
+    probabilities: tuple[tuple[float, ...], ...]
+    truncated: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "pairs": [list(pair) for pair in self.pairs],
+            "probabilities": [list(row) for row in self.probabilities],
+            "truncated": self.truncated,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Posteriors:
+        """Read back :meth:`to_json`."""
+        return cls(
+            pairs=tuple(tuple(int(v) for v in pair) for pair in data["pairs"]),
+            probabilities=tuple(tuple(float(v) for v in row) for row in data["probabilities"]),
+            truncated=bool(data["truncated"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    """The best run's log-likelihood and thetas after each iteration (the paper's Fig. 1b)."""
+
+    log_likelihood: tuple[float, ...]
+    thetas: tuple[tuple[float, ...], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "log_likelihood": list(self.log_likelihood),
+            "thetas": [list(row) for row in self.thetas],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Trajectory:
+        """Read back :meth:`to_json`."""
+        return cls(
+            log_likelihood=tuple(float(v) for v in data["log_likelihood"]),
+            thetas=tuple(tuple(float(v) for v in row) for row in data["thetas"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartSummary:
+    """How the restarts ended: how many reached the best log-likelihood (within
+    ``tolerance``), and the spread of their log-likelihoods."""
+
+    restarts: int
+    at_best: int
+    tolerance: float
+    best: float
+    worst: float
+    spread: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RestartSummary:
+        """Read back :meth:`to_json`."""
+        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class FitWarning:
+    """Something a user should know about a fit: ``degenerate_component``,
+    ``max_iter_reached`` or ``overdispersed``."""
+
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"code": self.code, "message": self.message}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FitWarning:
+        """Read back :meth:`to_json`."""
+        return cls(code=data["code"], message=data["message"])
+
+
+@dataclasses.dataclass(frozen=True)
 class EmEstimate:
-    """The binomial-mixture EM's best restart."""
+    """The binomial-mixture EM's best restart, and what shows its work."""
 
     thetas: tuple[float | None, ...]
     weights: tuple[float | None, ...]
@@ -182,6 +280,9 @@ class EmEstimate:
     iterations: int
     converged: bool
     averaged: Averaged
+    posteriors: Posteriors | None = None
+    trajectory: Trajectory | None = None
+    restart_summary: RestartSummary | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form."""
@@ -193,11 +294,14 @@ class EmEstimate:
             "iterations": self.iterations,
             "converged": self.converged,
             "averaged": self.averaged.to_json(),
+            "restart_summary": _json_or_none(self.restart_summary),
+            "posteriors": _json_or_none(self.posteriors),
+            "trajectory": _json_or_none(self.trajectory),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> EmEstimate:
-        """Read back :meth:`to_json`."""
+        """Read back :meth:`to_json` (results stored before these parts existed lack them)."""
         return cls(
             thetas=_floats(data["thetas"]),
             weights=_floats(data["weights"]),
@@ -206,6 +310,9 @@ class EmEstimate:
             iterations=int(data["iterations"]),
             converged=bool(data["converged"]),
             averaged=Averaged.from_json(data["averaged"]),
+            posteriors=_read(Posteriors, data.get("posteriors")),
+            trajectory=_read(Trajectory, data.get("trajectory")),
+            restart_summary=_read(RestartSummary, data.get("restart_summary")),
         )
 
 
@@ -254,6 +361,8 @@ class Part:
     bic: Mapping[str, float] | None
     estimate: Estimate | None
     error: JobError | None = None
+    icl: Mapping[str, float] | None = None
+    warnings: tuple[FitWarning, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form."""
@@ -261,8 +370,10 @@ class Part:
             "method": self.method,
             "n_components": self.n_components,
             "bic": None if self.bic is None else dict(self.bic),
+            "icl": None if self.icl is None else dict(self.icl),
             "estimate": None if self.estimate is None else self.estimate.to_json(),
             "error": None if self.error is None else self.error.to_json(),
+            "warnings": [warning.to_json() for warning in self.warnings],
         }
 
     @classmethod
@@ -275,6 +386,8 @@ class Part:
             bic=data.get("bic"),
             estimate=None if estimate is None else _ESTIMATES[method].from_json(estimate),
             error=None if error is None else JobError.from_json(error),
+            icl=data.get("icl"),
+            warnings=tuple(FitWarning.from_json(w) for w in data.get("warnings") or ()),
         )
 
 
@@ -288,6 +401,8 @@ class JobResult:
     em: EmEstimate | None = None
     gmm: GmmEstimate | None = None
     errors: Mapping[str, JobError] = dataclasses.field(default_factory=dict)
+    icl: Mapping[str, float] | None = None
+    warnings: tuple[FitWarning, ...] = ()
 
     @classmethod
     def merge(cls, parts: Sequence[Part]) -> JobResult:
@@ -295,12 +410,17 @@ class JobResult:
         fitted = [part for part in parts if part.estimate is not None]
         first = fitted[0] if fitted else parts[0]
         estimates = {part.method: part.estimate for part in fitted}
+        warnings: list[FitWarning] = []
+        for part in parts:
+            warnings += [w for w in part.warnings if w not in warnings]
         return cls(
             n_components=first.n_components,
             bic=first.bic,
             em=estimates.get(EM),  # type: ignore[arg-type]
             gmm=estimates.get(GMM),  # type: ignore[arg-type]
             errors={part.method: part.error for part in parts if part.error is not None},
+            icl=first.icl,
+            warnings=tuple(warnings),
         )
 
     @property
@@ -314,6 +434,8 @@ class JobResult:
         data: dict[str, Any] = {
             "n_components": self.n_components,
             "bic": None if self.bic is None else dict(self.bic),
+            "icl": None if self.icl is None else dict(self.icl),
+            "warnings": [warning.to_json() for warning in self.warnings],
         }
         for method, estimate in ((EM, self.em), (GMM, self.gmm)):
             if estimate is not None:
@@ -334,4 +456,6 @@ class JobResult:
             em=EmEstimate.from_json(data[EM]) if data.get(EM) else None,
             gmm=GmmEstimate.from_json(data[GMM]) if data.get(GMM) else None,
             errors={method: JobError.from_json(error) for method, error in errors.items()},
+            icl=data.get("icl"),
+            warnings=tuple(FitWarning.from_json(w) for w in data.get("warnings") or ()),
         )

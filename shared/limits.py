@@ -23,10 +23,16 @@ def limit_errors(request: JobRequest, settings: Settings) -> dict[str, str]:
     """Map each field path that breaks a limit to what is wrong with it."""
     errors: dict[str, str] = {}
     source = request.source
-    if source is not None and source.draws > settings.max_source_draws:
-        errors["source.draws"] = (
-            f"At most {settings.max_source_draws} draws per job (EMCOINS_MAX_SOURCE_DRAWS)."
-        )
+    if source is not None:
+        # Each fetched draw is one row at most: a source job obeys the inline limits too.
+        for limit, what, setting in (
+            (settings.max_source_draws, "draws", "EMCOINS_MAX_SOURCE_DRAWS"),
+            (settings.max_draws, "draws", "EMCOINS_MAX_DRAWS"),
+            (settings.max_rows, "rows", "EMCOINS_MAX_ROWS"),
+        ):
+            if source.draws > limit:
+                errors["source.draws"] = f"At most {limit} {what} per job ({setting})."
+                break
     if source is not None:
         refused = source_url_error(source.url, settings.source_allowlist)
         if refused:

@@ -148,7 +148,13 @@ def figure(counts: Sequence[Sequence[int]], result: dict[str, Any]) -> Figure:
     edges, heights = histogram(counts)
     fig = Figure(figsize=(10.5, 4.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    trajectory = (result.get("em") or {}).get("trajectory")
+    if trajectory and trajectory["thetas"]:
+        # A second panel: how the best EM run got there (the paper's Figure 1b).
+        ax, path = fig.subplots(1, 2, width_ratios=[3, 2])
+        _draw_trajectory(path, trajectory)
+    else:
+        ax = fig.add_subplot()
     ax.bar(
         edges[:-1], heights, width=np.diff(edges), align="edge", color="#c8d6e5",
         edgecolor="#576574", linewidth=0.6, label=f"draws ({int(heights.sum())})",
@@ -161,8 +167,26 @@ def figure(counts: Sequence[Sequence[int]], result: dict[str, Any]) -> Figure:
     ax.set_xlabel("heads fraction per draw")
     ax.set_ylabel("draws")
     ax.set_title(f"{int(heights.sum())} draws, {result.get('n_components', '?')} coins")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if len(fig.axes) > 1:
+        ax.legend(fontsize="x-small", loc="upper left", frameon=False)
+    else:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
+
+
+def _draw_trajectory(ax, trajectory: dict[str, Any]) -> None:
+    """Each coin's theta after each iteration of the best run, and its log-likelihood."""
+    thetas = np.asarray(trajectory["thetas"], dtype=float)
+    steps = np.arange(1, len(thetas) + 1)
+    for k in range(thetas.shape[1]):
+        ax.plot(steps, thetas[:, k], marker="o", markersize=2.5, linewidth=1.2,
+                label=f"coin {k + 1}")
+    ax.set_xlabel("EM iteration (best run)")
+    ax.set_ylabel("θ")
+    ax.set_ylim(0.0, 1.0)
+    last = trajectory["log_likelihood"][-1]
+    ax.set_title(f"trajectory: log-likelihood {last:.2f}", fontsize="medium")
+    ax.legend(fontsize="small", loc="best", frameon=False)
 
 
 def render(counts: Sequence[Sequence[int]], result: dict[str, Any], fmt: str = "png") -> bytes:

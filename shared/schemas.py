@@ -204,8 +204,58 @@ class AveragedSchema(Schema):
     restarts = fields.Integer(required=True)
 
 
+class PosteriorsSchema(Schema):
+    """For each distinct (heads, flips) pair, its count and the probability of each coin;
+    the result keeps the most frequent pairs (GET /jobs/<id>/posteriors serves all)."""
+
+    pairs = fields.List(
+        fields.List(fields.Integer()), required=True,
+        metadata={"description": "[heads, flips, count] rows, most frequent first."},
+    )
+    probabilities = fields.List(
+        fields.List(fields.Float()), required=True,
+        metadata={"description": "P(coin k | row), rows in the order of pairs."},
+    )
+    truncated = fields.Boolean(
+        required=True, metadata={"description": "True when pairs were left out."}
+    )
+
+
+class TrajectorySchema(Schema):
+    """The best run's log-likelihood and thetas after each iteration."""
+
+    log_likelihood = fields.List(fields.Float(), required=True)
+    thetas = fields.List(fields.List(fields.Float()), required=True)
+
+
+class RestartSummarySchema(Schema):
+    """How the restarts ended."""
+
+    restarts = fields.Integer(required=True)
+    at_best = fields.Integer(
+        required=True,
+        metadata={"description": "Restarts within tolerance of the best log-likelihood."},
+    )
+    tolerance = fields.Float(required=True)
+    best = fields.Float(required=True)
+    worst = fields.Float(required=True)
+    spread = fields.Float(
+        required=True, metadata={"description": "best - worst log-likelihood."}
+    )
+
+
+class FitWarningSchema(Schema):
+    """Something to know about a fit."""
+
+    code = fields.String(
+        required=True,
+        validate=validate.OneOf(["degenerate_component", "max_iter_reached", "overdispersed"]),
+    )
+    message = fields.String(required=True)
+
+
 class EmResultSchema(Schema):
-    """The binomial-mixture EM's best restart."""
+    """The binomial-mixture EM's best restart, and what shows its work."""
 
     thetas = fields.List(fields.Float(), required=True)
     weights = fields.List(fields.Float(), required=True)
@@ -214,6 +264,9 @@ class EmResultSchema(Schema):
     iterations = fields.Integer(required=True)
     converged = fields.Boolean(required=True)
     averaged = fields.Nested(AveragedSchema, required=True)
+    restart_summary = fields.Nested(RestartSummarySchema, allow_none=True)
+    posteriors = fields.Nested(PosteriorsSchema, allow_none=True)
+    trajectory = fields.Nested(TrajectorySchema, allow_none=True)
 
 
 class GmmResultSchema(Schema):
@@ -230,8 +283,13 @@ class ResultSchema(Schema):
     """A finished job's estimates, per method; a method that failed is null, with its
     error under ``errors``."""
 
-    n_components = fields.Integer(required=True)
+    n_components = fields.Integer(required=True, allow_none=True)
     bic = fields.Dict(keys=fields.String(), values=fields.Float(), allow_none=True, required=True)
+    icl = fields.Dict(
+        keys=fields.String(), values=fields.Float(), allow_none=True,
+        metadata={"description": "ICL per K tried (lower is better); K is chosen by BIC."},
+    )
+    warnings = fields.List(fields.Nested(FitWarningSchema))
     em = fields.Nested(EmResultSchema, allow_none=True)
     gmm = fields.Nested(GmmResultSchema, allow_none=True)
     errors = fields.Dict(

@@ -17,14 +17,19 @@ from enum import IntEnum
 from typing import Any
 
 import redis
+from redis.connection import parse_url
+from redis.sentinel import Sentinel
 
 from shared import keys, metrics
+from shared.config import Settings
 from shared.contract import JobError, JobResult, JobSpec, Part
+from shared.replication import Replication
 from shared.status import FINAL_STATUSES, RUNNING_STATUSES, JobStatus
 
-# Redis' clock in milliseconds, inside a script (scripts replicate their effects, so
-# reading TIME is allowed). Every expiry of a job comes from this one clock.
-_NOW_MS = """
+# Redis' clock in milliseconds as the Lua variable ``now``, to begin a script with
+# (scripts replicate their effects, so reading TIME is allowed). Every expiry of a job,
+# and every due time of its callback, comes from this one clock.
+NOW_MS_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
@@ -38,7 +43,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # The limit is checked and the job stored in one step, so concurrent submissions cannot
 # overshoot it, and two requests with one key make one job. The job's absolute expiry is
 # stored in the hash; every other key of the job expires at the same instant.
-_CREATE = _NOW_MS + """
+_CREATE = NOW_MS_LUA + """
 local ttl = tonumber(ARGV[1])
 if ARGV[4] ~= '' then
   local seen = redis.call('HMGET', KEYS[4], 'fingerprint', 'job')
@@ -93,7 +98,7 @@ for _, status in ipairs(cjson.decode(ARGV[2])) do
 end
 if not allowed then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 7))
-""" + _NOW_MS + """
+""" + NOW_MS_LUA + """
 local expires = redis.call('HGET', KEYS[1], 'expires_at')
 if current ~= ARGV[1] then
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', 1000, '*', 'type', 'status', 'status', ARGV[1])
@@ -153,12 +158,34 @@ class Saved(IntEnum):
     COMPLETED = 2
 
 
-def connect(url: str, *, timeout: float) -> redis.Redis:
-    """A Redis client whose connects and reads give up after ``timeout`` seconds, so a
-    stopped or frozen Redis is an error at once rather than a hang."""
-    return redis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+def connect(settings: Settings) -> redis.Redis:
+    """The Redis client of ``settings``: connects and reads give up after ``redis_timeout``
+    seconds, so a stopped or frozen Redis is an error at once rather than a hang.
+
+    With ``redis_sentinels`` set, the client follows the master the sentinels name for
+    ``redis_master`` (database and password still come from ``redis_url``): after a
+    failover its next connection goes to the new master, and a demoted master's
+    ReadOnlyError becomes a ConnectionError (a 503 in the API, a redelivery in a worker).
+    """
+    timeout = settings.redis_timeout
+    options: dict[str, Any] = {
+        "socket_timeout": timeout, "socket_connect_timeout": timeout, "health_check_interval": 30
+    }
+    if not settings.redis_sentinels:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    url = parse_url(settings.redis_url)
+    for name in ("db", "username", "password"):
+        if name in url:
+            options[name] = url[name]
+    sentinels = []
+    for address in settings.redis_sentinels:
+        host, _, port = address.rpartition(":")
+        sentinels.append((host, int(port)))
+    sentinel = Sentinel(
+        sentinels,
+        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
     )
+    return sentinel.master_for(settings.redis_master, **options)
 
 
 def utc_now() -> str:
@@ -328,9 +355,13 @@ class JobRecord:
 class JobStore:
     """Reads and writes job records in Redis under the keys of :mod:`shared.keys`."""
 
-    def __init__(self, client: redis.Redis, *, ttl_seconds: int):
+    def __init__(
+        self, client: redis.Redis, *, ttl_seconds: int, replication: Replication | None = None
+    ):
         self.client = client
         self.ttl_seconds = ttl_seconds
+        # A final status is acknowledged by a replica before it counts as written.
+        self.replication = replication or Replication()
         self._create = client.register_script(_CREATE)
         self._delete = client.register_script(_DELETE)
         self._transition = client.register_script(_TRANSITION)
@@ -509,16 +540,18 @@ class JobStore:
         ]
         for name, value in fields.items():
             args += [name, value if isinstance(value, str) else json.dumps(value)]
-        done = self._transition(
-            keys=[
-                keys.job(job_id),
-                keys.unfinished_jobs(),
-                keys.metric_counters(),
-                keys.metric_histogram(metrics.JOB_DURATION),
-                keys.job_events(job_id),
-                keys.webhooks_due(),
-            ],
-            args=args,
+        script_keys = [
+            keys.job(job_id),
+            keys.unfinished_jobs(),
+            keys.metric_counters(),
+            keys.metric_histogram(metrics.JOB_DURATION),
+            keys.job_events(job_id),
+            keys.webhooks_due(),
+        ]
+        if to not in FINAL_STATUSES:
+            return self._transition(keys=script_keys, args=args) == 1
+        done = self.replication.write(
+            self.client, lambda c: self._transition(keys=script_keys, args=args, client=c)
         )
         return done == 1
 

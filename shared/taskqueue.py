@@ -8,6 +8,7 @@ workers. Nothing here imports Celery.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.config import Settings
 from shared.contract import JobSpec
@@ -53,6 +54,17 @@ def task_ids(job_id: str, spec: JobSpec, *, batch_size: int) -> list[str]:
     return ids
 
 
+def broker_url(settings: Settings) -> str:
+    """``redis_url``, or with sentinels kombu's ``sentinel://host:port/db;sentinel://...``,
+    whose database and password come from ``redis_url`` as the job store's do."""
+    if not settings.redis_sentinels:
+        return settings.redis_url
+    url = urlsplit(settings.redis_url)
+    credentials = url.netloc.rpartition("@")[0]
+    prefix = f"sentinel://{credentials}@" if credentials else "sentinel://"
+    return ";".join(f"{prefix}{address}{url.path or '/0'}" for address in settings.redis_sentinels)
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The configuration every Celery app of the service uses, workers' and API's alike."""
     redis_options = {
@@ -60,9 +72,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": settings.redis_timeout,
     }
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": broker_url(settings),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
+            # kombu's sentinel transport asks the sentinels for this master, and asks
+            # again when its connection breaks (after a failover, the new master).
+            **({"master_name": settings.redis_master} if settings.redis_sentinels else {}),
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": settings.unacked_restore_interval,
             # Scan on every sweep, not every tenth: a dead worker's tasks come back

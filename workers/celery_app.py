@@ -14,9 +14,12 @@ from celery import Celery, signals
 from shared import logs
 from shared.config import get_settings
 from shared.taskqueue import celery_config
+from workers.webhooks import WebhookStep
 
 app = Celery("emcoins", include=["workers.tasks"])
 app.conf.update(celery_config(get_settings()))
+# Completion callbacks are sent by a loop in each io worker, not by tasks (see its module).
+app.steps["worker"].add(WebhookStep)
 
 
 @signals.after_setup_logger.connect

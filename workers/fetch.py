@@ -248,6 +248,7 @@ class DrawFetcher:
         *,
         sleep: Callable[[float], None] | None = None,
         resolve: Resolver = socket.getaddrinfo,
+        batches: int = 1,
     ):
         self.session = session
         self.settings = settings
@@ -257,9 +258,12 @@ class DrawFetcher:
         self._rng = random.Random()
         self._lock = threading.Lock()
         # Kept for the process's life: starting dozens of threads per batch costs
-        # milliseconds on the hot path of every job.
+        # milliseconds on the hot path of every job. Room for every batch the worker runs
+        # at once (``batches``, its concurrency), each with its full share of threads: a
+        # source that holds its threads until the batch deadline cannot starve the other
+        # jobs' batches. Idle threads are reused, so normal load starts no more of them.
         self._pool = ThreadPoolExecutor(
-            max_workers=settings.fetch_concurrency, thread_name_prefix="draw"
+            max_workers=batches * settings.fetch_concurrency, thread_name_prefix="draw"
         )
 
     @property
@@ -448,25 +452,36 @@ class DrawFetcher:
         declared = response.headers.get("Content-Length", "")
         if inflater is None and declared.isdigit() and int(declared) > cap:
             raise self._too_long(url, index, f"its Content-Length is {int(declared)}")
-        body = bytearray()
+        pieces: list[bytes] = []
+        size = 0
         for chunk in response.raw.stream(_CHUNK, decode_content=False):
-            if inflater is not None:
-                try:
-                    # Never more than one byte past the cap, whatever the ratio.
-                    chunk = inflater.decompress(chunk, cap + 1 - len(body))
-                except zlib.error:
-                    raise InvalidDrawError(
-                        f"draw {index} from {url} is not valid {coding} data", index=index
-                    ) from None
-            body += chunk
-            if len(body) > cap:
-                why = "it goes on past that" if inflater is None else f"{coding} inflates past that"
-                raise self._too_long(url, index, why)
+            while chunk:
+                if inflater is None:
+                    piece, chunk = chunk, b""
+                else:
+                    try:
+                        # At most _CHUNK out per step, whatever the ratio: a draw holds what
+                        # it read so far plus one step, never a burst of the whole cap.
+                        piece = inflater.decompress(chunk, min(_CHUNK, cap + 1 - size))
+                    except zlib.error:
+                        raise InvalidDrawError(
+                            f"draw {index} from {url} is not valid {coding} data", index=index
+                        ) from None
+                    chunk = inflater.unconsumed_tail
+                pieces.append(piece)
+                size += len(piece)
+                if size > cap:
+                    why = (
+                        "it goes on past that" if inflater is None
+                        else f"{coding} inflates past that"
+                    )
+                    raise self._too_long(url, index, why)
         if inflater is not None and not inflater.eof:
             raise InvalidDrawError(
                 f"draw {index} from {url} ends in the middle of its {coding} data", index=index
             )
-        return bytes(body)
+        # Joined once the answer is accepted: one copy, not a growing buffer's slack.
+        return b"".join(pieces)
 
     def _too_long(self, url: str, index: int, why: str) -> InvalidDrawError:
         return InvalidDrawError(

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from celery import Task
 from celery.exceptions import Reject
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_init
 from kombu.exceptions import OperationalError
 
 from shared.config import get_settings
@@ -20,6 +20,7 @@ from shared.draws import aggregate_counts
 from shared.errors import InvalidDrawError
 from shared.fitting import fit_methods
 from shared.metrics import TaskObserver
+from shared.replication import Replication
 from shared.status import ErrorCode, JobStatus
 from shared.store import JobNotFound, JobRecord, JobStore, Saved, connect
 from shared.taskqueue import FETCH, FIT
@@ -29,6 +30,14 @@ from workers.fetch import Cancelled, DrawFetcher, SourceUnavailable, make_sessio
 log = logging.getLogger(__name__)
 
 _per_process: dict[str, Any] = {}
+# How many tasks this worker runs at once (its -c), set when the worker starts.
+_worker = {"concurrency": 1}
+
+
+@worker_init.connect
+def _concurrency(sender: Any = None, **_: Any) -> None:
+    """Remember the worker's concurrency: its fetcher gets threads for that many batches."""
+    _worker["concurrency"] = max(1, int(getattr(sender, "concurrency", None) or 1))
 
 
 def _resources() -> dict[str, Any]:
@@ -36,13 +45,21 @@ def _resources() -> dict[str, Any]:
     sockets."""
     if _per_process.get("pid") != os.getpid():
         settings = get_settings()
-        client = connect(settings.redis_url, timeout=settings.redis_timeout)
+        client = connect(settings)
         _per_process.clear()
         _per_process.update(
             pid=os.getpid(),
-            store=JobStore(client, ttl_seconds=settings.job_ttl_seconds),
+            store=JobStore(
+                client,
+                ttl_seconds=settings.job_ttl_seconds,
+                replication=Replication.from_settings(settings),
+            ),
             dispatcher=Dispatcher(app, client, batch_size=settings.fetch_batch_size),
-            fetcher=DrawFetcher(make_session(settings.fetch_concurrency), settings),
+            fetcher=DrawFetcher(
+                make_session(settings.fetch_concurrency),
+                settings,
+                batches=_worker["concurrency"],
+            ),
         )
     return _per_process
 

@@ -39,3 +39,19 @@ def browser() -> Iterator:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def secured_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A second whole stack whose API and event streams need a bearer token."""
+    from localstack.stack import Stack, StackConfig
+
+    config = StackConfig(
+        api_port=0,
+        drawsource_port=0,
+        api_workers=1,
+        env={"EMCOINS_API_TOKENS": "page-token-3f9a1c7e5b", "EMCOINS_FETCH_BATCH_SIZE": "10"},
+        log_dir=tmp_path_factory.mktemp("secured-stack-logs"),
+    )
+    with Stack(config) as running:
+        yield running

@@ -143,3 +143,23 @@ def test_inline_files_and_api_errors(stack, api, tmp_path):
     missing = runner.invoke(cli, ["plot", "no-such-job"])
     assert missing.exit_code == 1
     assert missing.stderr.strip() == "Error: No job no-such-job. [HTTP 404 not_found]"
+
+
+def test_the_result_shows_the_work_of_em():
+    from cli.main import format_result
+    from shared.contract import JobResult, JobSpec
+    from shared.fitting import fit_methods
+
+    counts = [[2, 12, 24], [6, 12, 1343], [10, 12, 181], [4, 12, 670], [8, 12, 829]]
+    spec = JobSpec(n_components="auto", max_components=2, weights="learn", restarts=4,
+                   methods=("em",), seed=3)
+    result = JobResult.merge(fit_methods(["em"], counts, spec, max_gmm_draws=10)).to_json()
+    text = format_result({"id": "j", "progress": {"draws_total": 3047}, "result": result})
+    em = result["em"]
+    first_pair, first_probs = em["posteriors"]["pairs"][0], em["posteriors"]["probabilities"][0]
+    assert first_pair == [6, 12, 1343]  # the most frequent draw comes first
+    row = next(line for line in text.splitlines() if line.split()[:3] == ["6", "12", "1343"])
+    assert row.split()[3:] == [f"{p:.3f}" for p in first_probs]
+    assert f"{em['restart_summary']['at_best']} of 4 reached the best" in text
+    assert "ICL" in text and f"{result['icl']['1']:.1f}" in text
+    assert f"over {len(em['trajectory']['log_likelihood'])} iterations" in text

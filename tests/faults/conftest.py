@@ -12,7 +12,13 @@ from localstack.stack import Stack, StackConfig
 
 
 @pytest.fixture
-def fault_stack(tmp_path) -> Iterator[Stack]:
+def stack_env() -> dict[str, str]:
+    """Extra settings for :func:`fault_stack`; a test overrides it by parametrizing it."""
+    return {}
+
+
+@pytest.fixture
+def fault_stack(tmp_path, stack_env) -> Iterator[Stack]:
     """Redis (append-only), draw source, one io and one cpu worker, API, on free ports."""
     config = StackConfig(
         # The tests kill workers and bring them back themselves, to time the recovery.
@@ -25,6 +31,7 @@ def fault_stack(tmp_path) -> Iterator[Stack]:
             "EMCOINS_FETCH_BATCH_SIZE": "20",
             "EMCOINS_SOURCE_ALLOWLIST": "http://127.0.0.1:*",
             "DRAWSOURCE_SEED": "7",
+            **stack_env,
         },
         log_dir=tmp_path,
     )

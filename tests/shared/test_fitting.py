@@ -7,6 +7,8 @@ import json
 import math
 
 import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 from shared import fitting
 from shared.contract import JobResult, JobSpec
@@ -63,14 +65,14 @@ def test_merge_keeps_each_method_and_round_trips_through_json():
     parts = fit_methods(["em", "gmm"], COUNTS, SPEC)
     result = JobResult.merge(parts)
     data = result.to_json()
-    assert list(data) == ["n_components", "bic", "em", "gmm"]
+    assert list(data) == ["n_components", "bic", "icl", "warnings", "em", "gmm"]
     assert data["gmm"] == parts[1].estimate.to_json()
     assert JobResult.from_json(json.loads(json.dumps(data))) == result
 
 
 def test_a_method_not_asked_for_has_no_key():
     result = JobResult.merge(fit_methods(["gmm"], COUNTS, SPEC))
-    assert set(result.to_json()) == {"n_components", "bic", "gmm"}
+    assert set(result.to_json()) == {"n_components", "bic", "icl", "warnings", "gmm"}
 
 
 def test_a_method_that_cannot_fit_is_null_with_its_error_and_the_other_stands():
@@ -90,3 +92,67 @@ def test_fewer_distinct_draws_than_coins_is_a_method_error_not_a_crash():
     result = JobResult.merge(parts)
     assert result.failed and set(result.errors) == {"em", "gmm"}
     assert all(error.code == "fit_failed" for error in result.errors.values())
+
+
+# Geissler's Saxony families: families of 12 children with 0, 1, ..., 12 boys.
+GEISSLER = [[boys, 12, n] for boys, n in enumerate(
+    [3, 24, 104, 286, 670, 1033, 1343, 1112, 829, 478, 181, 45, 7]
+)]
+
+
+def test_posterior_rows_agree_with_the_estimators_own_table():
+    from shared.posteriors import posterior_rows
+
+    heads, trials, counts = (np.array(c) for c in zip(*GEISSLER, strict=True))
+    model = BinomialMixture(n_components=2, random_state=0).fit(
+        heads, trials, sample_weight=counts
+    )
+    table = model.posterior_table()
+    rows = [[h, n, c] for h, n, c in zip(table.heads, table.trials, table.counts, strict=True)]
+    np.testing.assert_allclose(
+        posterior_rows(rows, model.thetas_, model.weights_), table.posterior, rtol=1e-9
+    )
+
+
+def test_a_one_coin_fit_of_overdispersed_data_warns():
+    [part] = fit_methods(["em"], GEISSLER, spec_with(n_components=1, methods=("em",)))
+    codes = [w.code for w in part.warnings]
+    assert codes == ["overdispersed"]
+    assert "Tarone" in part.warnings[0].message
+    # The draws were fitted as weighted rows: 6,115 families, 13 distinct pairs.
+    assert sum(pair[2] for pair in part.estimate.posteriors.pairs) == 6115
+    assert len(part.estimate.posteriors.pairs) == 13
+    assert not part.estimate.posteriors.truncated
+
+
+def test_auto_reports_icl_beside_bic_and_the_result_shows_the_work():
+    parts = fit_methods(["em"], GEISSLER, spec_with(n_components="auto", max_components=3,
+                                                    methods=("em",)))
+    result = JobResult.merge(parts).to_json()
+    assert set(result["icl"]) == set(result["bic"]) == {"1", "2", "3"}
+    assert result["n_components"] == int(min(result["bic"], key=result["bic"].get))
+    em = result["em"]
+    assert len(em["trajectory"]["log_likelihood"]) == len(em["trajectory"]["thetas"]) >= 1
+    assert em["trajectory"]["log_likelihood"][-1] == pytest.approx(em["log_likelihood"])
+    assert 1 <= em["restart_summary"]["at_best"] <= em["restart_summary"]["restarts"]
+    assert all(abs(sum(row) - 1) < 1e-12 for row in em["posteriors"]["probabilities"])
+
+
+def test_the_result_keeps_the_most_frequent_pairs_and_says_it_left_some_out():
+    counts = [[h, 2000, 1 + (h % 7)] for h in range(1500)]
+    [part] = fit_methods(["em"], counts, spec_with(methods=("em",), restarts=1))
+    posteriors = part.estimate.posteriors
+    assert posteriors.truncated and len(posteriors.pairs) == 1000
+    kept_counts = [pair[2] for pair in posteriors.pairs]
+    assert kept_counts == sorted(kept_counts, reverse=True)
+    # Every pair with count 7 (the largest) is kept: 1500 // 7 + 1 of them.
+    assert kept_counts.count(7) == len([h for h in range(1500) if h % 7 == 6])
+
+
+def test_max_iter_reached_is_a_warning():
+    heads, trials, counts = (np.array(c) for c in zip(*GEISSLER, strict=True))
+    model = BinomialMixture(n_components=3, max_iter=2, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        model.fit(heads, trials, sample_weight=counts)
+    codes = [w.code for w in fitting.em_warnings(model, fitting.Draws(GEISSLER))]
+    assert "max_iter_reached" in codes

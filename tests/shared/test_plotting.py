@@ -77,3 +77,17 @@ def test_mixed_lengths_binomial_curve_spreads_each_length():
     assert expected.sum() == pytest.approx(5.0)
     # Bar 10 ([0.5, 0.55)) gets k=2 of the 4-flip draws and k=5 of the 10-flip draws.
     assert expected[10] == pytest.approx(2 * binom.pmf(2, 4, 0.5) + 3 * binom.pmf(5, 10, 0.5))
+
+
+def test_a_second_panel_shows_the_em_trajectory():
+    trajectory = {"log_likelihood": [-30.0, -29.2, -29.1], "thetas": [[0.6, 0.5], [0.7, 0.45],
+                                                                      [0.8, 0.52]]}
+    result = {**RESULT, "em": {**RESULT["em"], "trajectory": trajectory}}
+    fig = plotting.figure(COUNTS, result)
+    histogram_axes, path = fig.axes
+    assert [p.get_height() for p in histogram_axes.patches] == [0, 0, 3, 2, 0, 0, 0, 4, 3, 0, 0]
+    lines = {line.get_label(): line for line in path.lines}
+    np.testing.assert_allclose(lines["coin 1"].get_ydata(), [0.6, 0.7, 0.8])
+    np.testing.assert_allclose(lines["coin 2"].get_xdata(), [1, 2, 3])
+    assert "-29.10" in path.get_title()
+    assert plotting.render(COUNTS, result, "png").startswith(b"\x89PNG")

@@ -352,7 +352,7 @@ def test_any_source_answer_is_a_draw_or_an_invalid_draw_error(payload):
 # --- each limit at its boundary ---------------------------------------------------------
 
 SMALL = Settings(
-    max_draws=5, max_flips=8, max_source_draws=7, max_components=3, max_restarts=4,
+    max_draws=5, max_flips=8, max_source_draws=4, max_components=3, max_restarts=4,
     source_allowlist=("http://127.0.0.1:*",),
 )
 
@@ -368,8 +368,10 @@ SMALL = Settings(
          "draws.1", "EMCOINS_MAX_FLIPS"),
         ("flips per draw (counts)", {"counts": [[1, 2], [3, 8]]}, {"counts": [[1, 2], [3, 9]]},
          "counts.1.1", "EMCOINS_MAX_FLIPS"),
-        ("source draws", {"source": {"url": "http://127.0.0.1:8001/d", "draws": 7}},
-         {"source": {"url": "http://127.0.0.1:8001/d", "draws": 8}},
+        ("draws per job (counts with a multiplicity)", {"counts": [[1, 2, 5]]},
+         {"counts": [[1, 2, 6]]}, "counts", "EMCOINS_MAX_DRAWS"),
+        ("source draws", {"source": {"url": "http://127.0.0.1:8001/d", "draws": 4}},
+         {"source": {"url": "http://127.0.0.1:8001/d", "draws": 5}},
          "source.draws", "EMCOINS_MAX_SOURCE_DRAWS"),
         ("n_components", {"counts": [[1, 8]], "n_components": 3},
          {"counts": [[1, 8]], "n_components": 4}, "n_components", "EMCOINS_MAX_COMPONENTS"),
@@ -383,5 +385,31 @@ def test_each_limit_accepts_its_value_and_refuses_one_more(name, at_limit, over,
     base = {"n_components": 1, "max_components": 1, "restarts": 1}
     assert request_errors({**base, **at_limit}, SMALL) == {}
     errors = request_errors({**base, **over}, SMALL)
+    assert list(errors) == [path], errors
+    assert setting in errors[path]
+
+
+# Rows can only run out before draws when rows are fewer than draws allowed.
+FEW_ROWS = Settings(max_rows=3, max_draws=100, max_source_draws=100,
+                    source_allowlist=("http://127.0.0.1:*",))
+
+
+@pytest.mark.parametrize(
+    ("at_limit", "over", "path", "setting"),
+    [
+        ({"counts": [[1, 2, 9], [0, 2], [2, 2]]}, {"counts": [[1, 2, 9], [0, 2], [2, 2], [1, 3]]},
+         "counts", "EMCOINS_MAX_ROWS"),
+        ({"draws": ["HT", "TT", "HH"]}, {"draws": ["HT", "TT", "HH", "HHT"]},
+         "draws", "EMCOINS_MAX_ROWS"),
+        # Each fetched draw is a row at most: a source job is held to the same limits.
+        ({"source": {"url": "http://127.0.0.1:8001/d", "draws": 3}},
+         {"source": {"url": "http://127.0.0.1:8001/d", "draws": 4}},
+         "source.draws", "EMCOINS_MAX_ROWS"),
+    ],
+)
+def test_rows_are_limited_apart_from_draws(at_limit, over, path, setting):
+    base = {"n_components": 1, "max_components": 1, "restarts": 1}
+    assert request_errors({**base, **at_limit}, FEW_ROWS) == {}
+    errors = request_errors({**base, **over}, FEW_ROWS)
     assert list(errors) == [path], errors
     assert setting in errors[path]

@@ -83,7 +83,7 @@ def test_refused_connection_is_source_unavailable():
 
 def test_garbage_is_invalid_and_names_the_first_bad_draw(scripted):
     url = scripted(ok("HT"), ok("HT"), (200, b"not json", {}), ok("HX"))
-    draws, _ = fetcher(fetch_concurrency=1)
+    draws, _ = fetcher(fetch_concurrency=1, fetch_batch_size=1)
     with pytest.raises(InvalidDrawError) as info:
         draws.fetch(url, range(4))
     assert info.value.index == 2 and "not JSON" in str(info.value)
@@ -106,7 +106,7 @@ def test_a_draw_of_exactly_max_flips_is_accepted(scripted):
 def test_connections_are_kept_alive_between_draws():
     # Reading the body in a stream must still give the connection back to the pool.
     with HostileSource("normal", flips="HHT") as source:
-        draws, _ = fetcher(fetch_concurrency=1)
+        draws, _ = fetcher(fetch_concurrency=1, fetch_batch_size=1)
         for index in range(10):
             assert draws.fetch_one(source.url, index) == (2, 3)
         assert source.requests == 10 and source.connections == 1

@@ -178,7 +178,7 @@ def test_json_nested_deep_is_invalid_draws_not_a_recursion_error(hostile):
 
 def test_a_fetched_draw_over_max_flips_is_invalid_and_named(hostile):
     source = hostile("normal", flips="HT" * 500 + "H")
-    draws = fetcher(max_flips=1000, fetch_concurrency=1)
+    draws = fetcher(max_flips=1000, fetch_concurrency=1, fetch_batch_size=1)
     outcome = bounded(lambda: draws.fetch(source.url, range(5, 8)), limit=5)
     error = outcome.get("error")
     assert isinstance(error, InvalidDrawError), outcome
