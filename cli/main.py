@@ -69,6 +69,19 @@ def read_draws(path: Path) -> list[str]:
     return draws
 
 
+def read_request(path: Path) -> dict[str, Any]:
+    """A whole job request body from a JSON file."""
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(
+            f"{path} is not a JSON file: {exc}", param_hint="--request"
+        ) from None
+    if not isinstance(body, dict):
+        raise click.BadParameter(f"{path} holds no JSON object", param_hint="--request")
+    return body
+
+
 def read_counts(path: Path) -> list[list[int]]:
     """``heads,flips`` or ``heads,flips,count`` rows, one per line; a header line is allowed.
     A count says how many draws the row stands for (a histogram in a few lines)."""
@@ -289,7 +302,11 @@ def _follow_until_stopped(client: Client, job_id: str, *, timeout: float) -> dic
               help="Flip strings (H/T), one draw per line.")
 @click.option("--counts", "counts_file",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="CSV of heads,flips, one draw per line.")
+              help="CSV of heads,flips (one draw) or heads,flips,count per line.")
+@click.option("--request", "request_file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A whole POST /jobs body as JSON (e.g. examples/geissler_counts.json); "
+                   "fit options given on the command line replace its own.")
 @click.option("--components", type=_Components(), default=2, show_default=True,
               help='Number of coins, or "auto" to choose it by BIC.')
 @click.option("--max-components", type=click.IntRange(min=1), default=None,
@@ -303,20 +320,29 @@ def _follow_until_stopped(client: Client, job_id: str, *, timeout: float) -> dic
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Seconds to wait with --wait.")
 @click.pass_obj
-def submit(client: Client, source, draws, draws_file, counts_file, components, max_components,
-           restarts, weights, seed, wait, timeout) -> None:
+def submit(client: Client, source, draws, draws_file, counts_file, request_file, components,
+           max_components, restarts, weights, seed, wait, timeout) -> None:
     """Submit a job; print its id (or, with --wait, its result)."""
     given = [name for name, value in (("--source", source), ("--file", draws_file),
-                                      ("--counts", counts_file)) if value]
+                                      ("--counts", counts_file), ("--request", request_file))
+             if value]
     if len(given) != 1:
-        raise click.UsageError("give exactly one of --source, --file or --counts")
-    body: dict[str, Any] = {"n_components": components, "restarts": restarts, "weights": weights}
-    if source:
-        body["source"] = {"url": source, "draws": draws}
+        raise click.UsageError("give exactly one of --source, --file, --counts or --request")
+    options = {"n_components": components, "restarts": restarts, "weights": weights}
+    if request_file:
+        body = read_request(request_file)
+        # Only the options typed on the command line replace the file's own.
+        context = click.get_current_context()
+        for name, param in (("n_components", "components"), ("restarts", "restarts"),
+                            ("weights", "weights")):
+            if context.get_parameter_source(param) is click.core.ParameterSource.COMMANDLINE:
+                body[name] = options[name]
+    elif source:
+        body = {**options, "source": {"url": source, "draws": draws}}
     elif draws_file:
-        body["draws"] = read_draws(draws_file)
+        body = {**options, "draws": read_draws(draws_file)}
     else:
-        body["counts"] = read_counts(counts_file)
+        body = {**options, "counts": read_counts(counts_file)}
     if max_components is not None:
         body["max_components"] = max_components
     if seed is not None:

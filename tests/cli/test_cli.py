@@ -10,6 +10,7 @@ import requests
 from click.testing import CliRunner
 from PIL import Image
 
+from cli.client import Client
 from cli.main import cli, read_counts, read_draws, result_rows
 from localstack.ports import free_port
 
@@ -163,3 +164,20 @@ def test_the_result_shows_the_work_of_em():
     assert f"{em['restart_summary']['at_best']} of 4 reached the best" in text
     assert "ICL" in text and f"{result['icl']['1']:.1f}" in text
     assert f"over {len(em['trajectory']['log_likelihood'])} iterations" in text
+
+
+def test_a_request_file_is_sent_as_it_is_with_typed_options_on_top(tmp_path, monkeypatch):
+    sent = []
+    monkeypatch.setattr(Client, "submit", lambda self, body: sent.append(body) or {"id": "j"})
+    request = tmp_path / "job.json"
+    request.write_text('{"counts": [[1, 12, 3], [6, 12, 9]], "n_components": "auto", '
+                       '"restarts": 4}')
+    assert run("submit", "--request", str(request)).exit_code == 0
+    assert sent[-1] == {"counts": [[1, 12, 3], [6, 12, 9]], "n_components": "auto",
+                        "restarts": 4}
+    assert run("submit", "--request", str(request), "--restarts", "7", "--seed", "2").exit_code == 0
+    assert sent[-1]["restarts"] == 7 and sent[-1]["seed"] == 2
+    assert sent[-1]["n_components"] == "auto"
+    request.write_text("[1, 2]")
+    result = run("submit", "--request", str(request))
+    assert result.exit_code == 2 and "holds no JSON object" in result.output
