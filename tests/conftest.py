@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -17,6 +18,7 @@ from localstack.ports import free_port
 from localstack.processes import Service, wait_http
 from localstack.redis_server import RedisServer
 from localstack.stack import Stack, StackConfig
+from tests.hostile_source import HostileSource
 from tests.stub_http import StubServer
 
 _SESSION_REDIS: RedisServer | None = None
@@ -29,6 +31,23 @@ def pytest_configure(config: pytest.Config) -> None:
     global _SESSION_REDIS
     _SESSION_REDIS = RedisServer().start()
     os.environ["EMCOINS_REDIS_URL"] = _SESSION_REDIS.url
+
+
+# Tests that build network namespaces or kill a Redis master on purpose run only when
+# asked for by name (`pytest -m multihost`, `-m sentinel`; .ci/run does): a plain
+# `pytest` or any -m expression that does not name them leaves them out.
+OPT_IN_MARKERS = ("multihost", "sentinel")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the opt-in tests whose marker the ``-m`` expression does not name."""
+    named = config.option.markexpr or ""
+    left_out = [marker for marker in OPT_IN_MARKERS if marker not in named]
+    dropped = [item for item in items if any(item.get_closest_marker(m) for m in left_out)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        gone = set(dropped)
+        items[:] = [item for item in items if item not in gone]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -124,3 +143,18 @@ def stub_source() -> Iterator[Callable[..., StubServer]]:
     yield start
     for server in started:
         server.close()
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[..., HostileSource]]:
+    """Start misbehaving sources (tests/hostile_source.py); every one is stopped, its
+    connections shut, after the test."""
+    started: list[HostileSource] = []
+
+    def start(mode: str, **options: Any) -> HostileSource:
+        started.append(HostileSource(mode, **options).start())
+        return started[-1]
+
+    yield start
+    for source in started:
+        source.stop()

@@ -136,30 +136,26 @@ def _watch(sock: socket.socket | None) -> None:
         exchange.attach(sock)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
-    """A connection that hands its socket to the attempt using it, new or reused."""
+class _Watched:
+    """Mixed into urllib3's connections: each hands its socket to the attempt using it,
+    new or reused (the TLS one hands over its wrapped socket)."""
 
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
+        sock = super()._new_conn()  # type: ignore[misc]
         _watch(sock)
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self.sock)
-        super().request(*args, **kwargs)
+        _watch(self.sock)  # type: ignore[attr-defined]
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    """As :class:`_WatchedHTTPConnection`, for TLS (the wrapped socket is watched)."""
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    """A plain connection whose socket the attempt can shut."""
 
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _watch(sock)
-        return sock
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self.sock)
-        super().request(*args, **kwargs)
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    """A TLS connection whose socket the attempt can shut."""
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -33,20 +32,6 @@ MIB = 1024 * 1024
 # Past this growth the source is shut, so a fetcher that reads without a cap fails the
 # test instead of taking the machine down.
 RUNAWAY = 1024 * MIB
-
-
-@pytest.fixture
-def hostile() -> Iterator[Callable[..., HostileSource]]:
-    """Start hostile sources; each is stopped (its connections shut) after the test."""
-    started: list[HostileSource] = []
-
-    def start(mode: str, **options: Any) -> HostileSource:
-        started.append(HostileSource(mode, **options).start())
-        return started[-1]
-
-    yield start
-    for source in started:
-        source.stop()
 
 
 def status_bytes(pid: int, field: str) -> int:

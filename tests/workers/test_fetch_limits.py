@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +21,11 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import InvalidDrawError
-from tests.hostile_source import HostileSource
 from workers.fetch import Cancelled, DrawFetcher, SourceUnavailable, make_session
 
 ROOT = Path(__file__).resolve().parents[2]
 # Slack over a stated bound: a poll interval, thread wake-ups, a loaded CI machine.
 MARGIN = 0.6
-
-
-@pytest.fixture
-def hostile() -> Iterator[Callable[..., HostileSource]]:
-    """Start hostile sources; every one is stopped (its connections shut) afterwards."""
-    started: list[HostileSource] = []
-
-    def start(mode: str, **options: Any) -> HostileSource:
-        started.append(HostileSource(mode, **options).start())
-        return started[-1]
-
-    yield start
-    for source in started:
-        source.stop()
 
 
 def fetcher(**overrides: Any) -> DrawFetcher:
