@@ -225,3 +225,15 @@ def test_the_cpu_workers_scale_from_zero_and_the_io_workers_never_reach_it():
     assert by_target["worker-cpu"].get("minReplicaCount", 0) == 0
     trigger = by_target["worker-cpu"]["triggers"][0]["metadata"]
     assert trigger["activationListLength"] == "0", "one waiting fit must wake a worker"
+
+
+def test_the_event_streams_run_in_their_own_gevent_deployment():
+    events = container(resources("Deployment")["events"])
+    assert events["command"][-1] == "api:create_events_app()"
+    assert option(events["command"], "-k") == "gevent"
+    assert option(events["command"], "-b").endswith(":8002")
+    assert {"name": "http", "containerPort": 8002} in events["ports"]
+    assert events["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert resources("Service")["events"]["spec"]["ports"][0]["targetPort"] == "http"
+    api = container(resources("Deployment")["api"])
+    assert option(api["command"], "-k") == "api.errors.JSONErrorWorker"
