@@ -16,7 +16,7 @@ from flask.views import MethodView
 from api import auth, extensions
 from api.body import Blueprint
 from api.errors import APIError
-from api.tables import csv_response, wants_csv
+from api.tables import csv_response, json_or_csv, wants_csv
 from shared.contract import JobRequest
 from shared.draws import aggregate_counts, parse_flip_string
 from shared.limits import distinct_pairs_error, limit_errors
@@ -295,7 +295,7 @@ class Draws(MethodView):
     """A job's draws."""
 
     @blp.response(200, DrawCountsSchema)
-    @blp.doc(responses={"200": {"content": {"text/csv": {"schema": {"type": "string"}}}}})
+    @blp.doc(**json_or_csv("DrawCounts"))
     @blp.alt_response(404, schema=ErrorSchema, description="No such job.")
     @blp.alt_response(409, schema=ErrorSchema, description="The draws are still being fetched.")
     @blp.alt_response(503, schema=ErrorSchema, description="Redis is not answering.")

@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 
 from api import auth
 from api.errors import APIError
-from api.tables import csv_response, wants_csv
+from api.tables import csv_response, json_or_csv, wants_csv
 from shared.posteriors import posterior_rows
 from shared.schemas import ErrorSchema, PosteriorsSchema
 from shared.status import JobStatus
@@ -24,7 +24,7 @@ class JobPosteriors(MethodView):
     """A succeeded job's posterior table."""
 
     @blp.response(200, PosteriorsSchema)
-    @blp.doc(responses={"200": {"content": {"text/csv": {"schema": {"type": "string"}}}}})
+    @blp.doc(**json_or_csv("Posteriors"))
     @blp.alt_response(404, schema=ErrorSchema, description="No such job.")
     @blp.alt_response(
         409, schema=ErrorSchema, description="The job has not succeeded, or has no EM fit."

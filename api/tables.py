@@ -24,3 +24,19 @@ def csv_response(header: Sequence[str], rows: Iterable[Sequence[Any]], name: str
     response = Response(out.getvalue(), mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
     return response
+
+
+def json_or_csv(schema_name: str) -> dict[str, Any]:
+    """OpenAPI content of a 200 answered as JSON (``schema_name``) or CSV."""
+    return {
+        "responses": {
+            "200": {
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{schema_name}"}
+                    },
+                    "text/csv": {"schema": {"type": "string"}},
+                }
+            }
+        }
+    }

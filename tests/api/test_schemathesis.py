@@ -37,8 +37,14 @@ POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
 # negative data is generated for POST /jobs; the other inputs are path strings.
 PLAN = {
     "POST /jobs": {POSITIVE: 500, NEGATIVE: 500},
+    "GET /jobs": {POSITIVE: 80, NEGATIVE: 80},
     "GET /jobs/{job_id}": {POSITIVE: 150},
-    "DELETE /jobs/{job_id}": {POSITIVE: 150},
+    "DELETE /jobs/{job_id}": {POSITIVE: 100},
+    "POST /jobs/{job_id}/cancel": {POSITIVE: 60},
+    "GET /jobs/{job_id}/draws": {POSITIVE: 40},
+    "GET /jobs/{job_id}/posteriors": {POSITIVE: 40},
+    # Served by the event-stream process; the API lists it and answers its documented 404.
+    "GET /jobs/{job_id}/events": {POSITIVE: 10},
     "GET /jobs/{job_id}/plot.png": {POSITIVE: 60},
     "GET /jobs/{job_id}/plot.svg": {POSITIVE: 60},
     "GET /healthz": {POSITIVE: 5},
@@ -144,8 +150,10 @@ def test_generated_requests_get_documented_answers_and_no_5xx(redis_client):
     # Random ids are unknown jobs: poll, plot and cancel some real ones too.
     assert len(recorder.created) >= 10, recorder.statuses
     for job_id in recorder.created[:40]:
-        for label in ("GET /jobs/{job_id}", "GET /jobs/{job_id}/plot.svg",
-                      "DELETE /jobs/{job_id}", "DELETE /jobs/{job_id}"):
+        for label in ("GET /jobs/{job_id}", "GET /jobs/{job_id}/draws",
+                      "GET /jobs/{job_id}/posteriors", "GET /jobs/{job_id}/plot.svg",
+                      "POST /jobs/{job_id}/cancel", "DELETE /jobs/{job_id}",
+                      "DELETE /jobs/{job_id}"):
             recorder.check(ops[label].Case(path_parameters={"job_id": job_id}))
 
     # Without workers readiness is 503 by design (its documented "not ready" answer).
@@ -159,7 +167,7 @@ def test_generated_requests_get_documented_answers_and_no_5xx(redis_client):
     assert recorder.sent >= 1000
     statuses = {status for _, status in recorder.statuses}
     # The fuzz reached both accepted and refused requests, and the real jobs' answers.
-    assert {200, 202, 404, 409, 422} <= statuses
+    assert {200, 202, 204, 404, 409, 422} <= statuses
     assert not any(500 <= s for s in statuses - {503})
 
 
