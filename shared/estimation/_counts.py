@@ -23,8 +23,9 @@ class CountTable:
 
     Shapes: ``heads``, ``trials``, ``counts``, ``log_coef`` are (M,); ``design_t`` is (3, M)
     holding heads, tails and ones (so log theta, log(1 - theta), log weight times it is the
-    joint log-probability in one product); ``stats_t`` is (M, 3) holding counts*heads,
-    counts*trials, counts.
+    joint log-probability in one product); ``design_n`` (M,) holds the trials as floats;
+    ``stats_t`` is (M, 6) holding counts times heads, trials, 1, h(h-1), h(n-1) and n(n-1)
+    (the M-step needs the first three, the observed information the others).
     ``n_draws`` is the total count and ``n_flips`` the total number of flips.
     """
 
@@ -33,6 +34,7 @@ class CountTable:
     counts: np.ndarray
     log_coef: np.ndarray
     design_t: np.ndarray
+    design_n: np.ndarray
     stats_t: np.ndarray
     n_draws: int
     n_flips: float
@@ -73,7 +75,9 @@ def table_from_pairs(heads: np.ndarray, trials: np.ndarray, counts: np.ndarray) 
         counts=counts,
         log_coef=log_coef,
         design_t=np.vstack((hf, nf - hf, np.ones_like(hf))),
-        stats_t=np.column_stack((counts * hf, counts * nf, counts)),
+        design_n=nf,
+        stats_t=counts[:, None]
+        * np.column_stack((hf, nf, np.ones_like(hf), hf * (hf - 1), hf * (nf - 1), nf * (nf - 1))),
         n_draws=int(round(float(counts.sum()))),
         n_flips=float(counts @ nf),
         total_log_coef=float(counts @ log_coef),

@@ -31,12 +31,13 @@ steps (four on a fallback) and one E-step for Newton.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from shared.estimation._counts import CountTable
-from shared.estimation._newton import newton_steps, score_and_hessian
+from shared.estimation._newton import score_and_information, steps_from_information
 
 # Thetas are kept inside [EPS, 1 - EPS] so log(theta) and log(1 - theta) stay finite.
 EPS = 1e-10
@@ -104,7 +105,8 @@ def m_step(
 def _maximise(
     table: CountTable, sums: np.ndarray, thetas: np.ndarray, weights: np.ndarray, learn: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The M-step from expected heads, flips and draws per coin, ``sums`` (R, K, 3)."""
+    """The M-step from the posterior sums ``sums`` (R, K, 6) (expected heads, flips and
+    draws per coin first)."""
     flips = sums[:, :, 1]
     new_thetas = np.divide(sums[:, :, 0], flips, out=thetas.copy(), where=flips > 0)
     # Two ufuncs: np.clip's Python wrapper costs more than the clipping on tiny arrays.
@@ -122,16 +124,26 @@ def stationarity(
 ) -> np.ndarray:
     """Largest projected-gradient component of each run (see the module docstring); (R,).
 
-    Shapes: ``sums`` (R, K, 3) as in the M-step, ``thetas`` and ``weights`` (R, K).
+    Shapes: ``sums`` (R, K, 6) as in the M-step, ``thetas`` and ``weights`` (R, K).
     """
-    g = sums[:, :, 0] - thetas * sums[:, :, 1]  # d loglik / d logit(theta)
+    g = thetas * sums[:, :, 1]
+    np.subtract(sums[:, :, 0], g, out=g)  # d loglik / d logit(theta)
     low, high = thetas <= EPS, thetas >= 1.0 - EPS
-    g = np.where(low, np.maximum(g, 0.0), np.where(high, np.maximum(-g, 0.0), np.abs(g)))
+    if (low | high).any():
+        g = np.where(low, np.maximum(g, 0.0), np.where(high, np.maximum(-g, 0.0), np.abs(g)))
+    else:
+        np.abs(g, out=g)
     worst = g.max(axis=1)
     if not learn or thetas.shape[1] == 1:
         return worst
     draws = sums[:, :, 2]
     free = weights > WEIGHT_FLOOR
+    if free.all():
+        # As below, with every weight free.
+        gw = weights * (draws.sum(axis=1) / weights.sum(axis=1))[:, None]
+        np.subtract(draws, gw, out=gw)
+        np.abs(gw, out=gw)
+        return np.maximum(worst, gw.max(axis=1), out=worst)
     # Lagrange multiplier of sum(w) = 1 over the free weights: draws per unit of weight.
     rate = (draws * free).sum(axis=1) / (weights * free).sum(axis=1)  # (R,)
     gw = np.where(free, np.abs(draws - weights * rate[:, None]), 0.0)
@@ -145,7 +157,8 @@ def em_map(
     table: CountTable, thetas: np.ndarray, weights: np.ndarray, learn: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One EM step from each run: the new thetas and weights (R, K), and the log-likelihood
-    (R,) and expected heads, flips and draws per coin (R, K, 3) at the *given* point."""
+    (R,) and posterior sums (R, K, 6; expected heads, flips and draws per coin first) at
+    the *given* point."""
     new_thetas, new_weights, ll, sums, _ = _em_map(table, thetas, weights, learn)
     return new_thetas, new_weights, ll, sums
 
@@ -154,12 +167,19 @@ def _em_map(
     table: CountTable, thetas: np.ndarray, weights: np.ndarray, learn: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`em_map`, also returning the responsibilities (R, K, M) at the given point."""
+    ll, sums, resp = _expect(table, thetas, weights)
+    new_thetas, new_weights = _maximise(table, sums, thetas, weights, learn)
+    return new_thetas, new_weights, ll, sums, resp
+
+
+def _expect(
+    table: CountTable, thetas: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-likelihoods (R,), posterior sums (R, K, 6) and posteriors (R, K, M) at a point."""
     logs = np.empty((thetas.shape[0], thetas.shape[1], 3))
     np.log(weights, out=logs[:, :, 2])
     resp, ll = _posterior(table, thetas, logs)
-    sums = resp @ table.stats_t
-    new_thetas, new_weights = _maximise(table, sums, thetas, weights, learn)
-    return new_thetas, new_weights, ll, sums, resp
+    return ll, resp @ table.stats_t, resp
 
 
 def log_likelihood(table: CountTable, thetas: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -187,6 +207,20 @@ class Runs:
     history: np.ndarray
     theta_history: np.ndarray
 
+    def select(self, index: np.ndarray) -> Runs:
+        """The runs at ``index``, as a new :class:`Runs`."""
+        return Runs(
+            thetas=self.thetas[index],
+            weights=self.weights[index],
+            log_likelihood=self.log_likelihood[index],
+            gradient=self.gradient[index],
+            n_iter=self.n_iter[index],
+            n_steps=self.n_steps[index],
+            converged=self.converged[index],
+            history=self.history[:, index],
+            theta_history=self.theta_history[:, index],
+        )
+
 
 _BATCH_FIELDS = (
     "index",
@@ -207,14 +241,18 @@ _BATCH_FIELDS = (
 @dataclass
 class _Batch:
     """The active runs: current point x0 with its log-likelihood, sums and posteriors, its
-    EM image x1, and per-run SQUAREM step bound, EM-step count, Newton damping, and whether
-    the last Newton step was kept undamped."""
+    EM image x1 (None after a Newton step, until a SQUAREM cycle needs it), and per-run
+    SQUAREM step bound, EM-step count, Newton damping, and whether the last Newton step
+    was kept undamped.
+
+    Arrays are replaced, never written to in place, once the iteration has recorded them.
+    """
 
     index: np.ndarray
     th: np.ndarray
     w: np.ndarray
-    th1: np.ndarray
-    w1: np.ndarray
+    th1: np.ndarray | None
+    w1: np.ndarray | None
     ll: np.ndarray
     sums: np.ndarray
     resp: np.ndarray
@@ -223,10 +261,65 @@ class _Batch:
     damping: np.ndarray
     full_newton: np.ndarray
 
-    def keep(self, mask: np.ndarray) -> None:
-        """Drop the runs where ``mask`` is False."""
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep only the runs selected by ``rows`` (a mask or indices), in that order."""
         for name in _BATCH_FIELDS:
-            setattr(self, name, getattr(self, name)[mask])
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value[rows])
+
+    def image(self, table: CountTable, learn: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The EM image x1 of the current point, computed from its sums when missing."""
+        if self.th1 is None or self.w1 is None:
+            self.th1, self.w1 = _maximise(table, self.sums, self.th, self.w, learn)
+        return self.th1, self.w1
+
+    def restart(self, full_newton: bool) -> None:
+        """Fresh SQUAREM and Newton state (and step counts) for a continuation."""
+        n_runs = self.index.size
+        self.index = np.arange(n_runs)
+        self.step_max = np.ones(n_runs)
+        self.steps = np.zeros(n_runs, dtype=np.int64)
+        self.damping = np.zeros(n_runs)
+        self.full_newton = np.full(n_runs, full_newton)
+
+
+def _start(
+    table: CountTable, thetas: np.ndarray, weights: np.ndarray, learn: bool, full_newton: bool
+) -> _Batch:
+    """A batch of runs at the given starts (R, K), with their E-step and EM image."""
+    n_runs = thetas.shape[0]
+    th1, w1, ll, sums, resp = _em_map(table, thetas, weights, learn)
+    return _Batch(
+        np.arange(n_runs),
+        thetas,
+        weights,
+        th1,
+        w1,
+        ll,
+        sums,
+        resp,
+        np.ones(n_runs),
+        np.ones(n_runs, dtype=np.int64),
+        np.zeros(n_runs),
+        np.full(n_runs, full_newton),
+    )
+
+
+def _empty_runs(thetas: np.ndarray, weights: np.ndarray) -> Runs:
+    """Runs at the given starts (R, K), none of them finished yet."""
+    n_runs = thetas.shape[0]
+    return Runs(
+        thetas=thetas.copy(),
+        weights=weights.copy(),
+        log_likelihood=np.empty(n_runs),
+        gradient=np.full(n_runs, np.nan),
+        n_iter=np.zeros(n_runs, dtype=np.int64),
+        n_steps=np.zeros(n_runs, dtype=np.int64),
+        converged=np.zeros(n_runs, dtype=bool),
+        history=np.empty((0, n_runs)),
+        theta_history=np.empty((0, n_runs, thetas.shape[1])),
+    )
 
 
 def run_em(
@@ -249,37 +342,98 @@ def run_em(
     ``tol=0`` runs exactly ``max_iter`` iterations. Converged runs leave the batch so the
     rest iterate on smaller arrays.
     """
-    n_runs, k = thetas.shape
-    out = Runs(
-        thetas=np.array(thetas, dtype=np.float64),
-        weights=np.array(weights, dtype=np.float64),
-        log_likelihood=np.empty(n_runs),
-        gradient=np.empty(n_runs),
-        n_iter=np.zeros(n_runs, dtype=np.int64),
-        n_steps=np.zeros(n_runs, dtype=np.int64),
-        converged=np.zeros(n_runs, dtype=bool),
-        history=np.empty((0, n_runs)),
-        theta_history=np.empty((0, n_runs, k)),
+    thetas = np.array(thetas, dtype=np.float64)
+    weights = np.array(weights, dtype=np.float64)
+    out = _empty_runs(thetas, weights)
+    batch = _start(table, thetas, weights, learn, accelerate and newton_after <= 1)
+    settings = {"learn": learn, "tol": tol, "gtol": gtol, "accelerate": accelerate}
+    record = _iterate(table, batch, out, max_iter=max_iter, newton_after=newton_after, **settings)
+    _stop(table, batch, out, max_iter, learn)
+    _set_histories(out, record)
+    return out
+
+
+def run_screened(
+    table: CountTable,
+    thetas: np.ndarray,
+    weights: np.ndarray,
+    *,
+    choose: Callable[[Runs], np.ndarray],
+    screen_iter: int,
+    learn: bool,
+    tol: float,
+    max_iter: int,
+    gtol: float = 0.0,
+    accelerate: bool = False,
+) -> tuple[Runs, np.ndarray]:
+    """Screen all starts (R, K) with ``screen_iter`` plain EM steps, keep the runs
+    ``choose(screen)`` picks, and run those on to convergence or ``max_iter`` iterations
+    in all; returns the chosen runs and their indices among the starts.
+
+    The continuation picks up each chosen run where the screen left it (its E-step and EM
+    image included) and counts iterations from the start of the screen; its Newton steps
+    begin at iteration ``NEWTON_AFTER`` of the whole run, so after a screen at least that
+    long it tries Newton alone first. Equivalent to :func:`run_em` on the chosen starts
+    with a plain-EM prefix.
+    """
+    thetas = np.array(thetas, dtype=np.float64)
+    weights = np.array(weights, dtype=np.float64)
+    settings = {"learn": learn, "tol": tol, "gtol": gtol}
+    screen_iter = min(screen_iter, max_iter)
+    screen = _empty_runs(thetas, weights)
+    batch = _start(table, thetas, weights, learn, False)
+    record = _iterate(
+        table, batch, screen, max_iter=screen_iter, accelerate=False, newton_after=1, **settings
     )
-    th, w = out.thetas.copy(), out.weights.copy()
-    th1, w1, ll, sums, resp = _em_map(table, th, w, learn)
-    batch = _Batch(
-        np.arange(n_runs),
-        th,
-        w,
-        th1,
-        w1,
-        ll,
-        sums,
-        resp,
-        np.ones(n_runs),
-        np.ones(n_runs, dtype=np.int64),
-        np.zeros(n_runs),
-        # Runs that start with Newton (continuing a screen) try it alone first.
-        np.full(n_runs, accelerate and newton_after <= 1),
+    # The ranking needs every run's point and log-likelihood, not its gradient yet.
+    screen.thetas[batch.index], screen.weights[batch.index] = batch.th, batch.w
+    screen.log_likelihood[batch.index] = batch.ll
+    screen.n_iter[batch.index] = screen_iter
+    screen.n_steps[batch.index] = batch.steps
+    _set_histories(screen, record)
+    chosen = choose(screen)
+    runs = screen.select(chosen)
+    # Rows of the still active chosen runs in the screen's batch (its index is sorted).
+    open_ = np.flatnonzero(~runs.converged)
+    batch.keep(np.searchsorted(batch.index, chosen[open_]))
+    if max_iter <= screen_iter or not open_.size:
+        if open_.size:
+            runs.gradient[open_] = stationarity(table, batch.sums, batch.th, batch.w, learn)
+        return runs, chosen
+    newton_after = max(1, NEWTON_AFTER - screen_iter)
+    batch.restart(full_newton=accelerate and newton_after <= 1)
+    more = _empty_runs(batch.th, batch.w)
+    n_more = max_iter - screen_iter
+    record = _iterate(
+        table,
+        batch,
+        more,
+        max_iter=n_more,
+        accelerate=accelerate,
+        newton_after=newton_after,
+        **settings,
     )
-    # (index, log-likelihoods, thetas) of the active runs after each iteration; these
-    # arrays are never written to after they are recorded.
+    _stop(table, batch, more, n_more, learn)
+    _set_histories(more, record)
+    _extend(runs, open_, more)
+    return runs, chosen
+
+
+def _iterate(
+    table: CountTable,
+    batch: _Batch,
+    out: Runs,
+    *,
+    learn: bool,
+    tol: float,
+    gtol: float,
+    max_iter: int,
+    accelerate: bool,
+    newton_after: int,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Iterate the runs in ``batch`` up to ``max_iter`` times, moving converged runs into
+    ``out``; returns (index, log-likelihoods, thetas) of the active runs after each
+    iteration. Runs still active at the end stay in ``batch``."""
     record: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     step = _squarem_cycle if accelerate else _plain_step
     gradient_threshold = _gradient_threshold(gtol, table)
@@ -299,26 +453,65 @@ def run_em(
         if not done.any():
             continue
         # The gradient is only needed where the log-likelihood has stopped rising.
-        which = np.flatnonzero(done)
-        grad = stationarity(table, batch.sums[which], batch.th[which], batch.w[which], learn)
+        if done.all():
+            which = None
+            grad = stationarity(table, batch.sums, batch.th, batch.w, learn)
+        else:
+            which = np.flatnonzero(done)
+            grad = stationarity(table, batch.sums[which], batch.th[which], batch.w[which], learn)
         small = grad <= gradient_threshold
         if not small.any():
             continue
-        done[which[~small]] = False
-        _finish(out, batch, done, grad[small], iteration, converged=True)
+        if not small.all():
+            if which is None:
+                done = small
+            else:
+                done[which[~small]] = False
+            grad = grad[small]
+        _finish(out, batch, done, grad, iteration, converged=True)
         if done.all():
-            batch.keep(~done)
+            batch.keep(np.zeros(done.size, dtype=bool))
             break
         batch.keep(~done)
+    return record
+
+
+def _stop(table: CountTable, batch: _Batch, out: Runs, n_iter: int, learn: bool) -> None:
+    """Move the runs still in ``batch`` into ``out`` as not converged after ``n_iter``."""
     if batch.index.size:
         grad = stationarity(table, batch.sums, batch.th, batch.w, learn)
-        _finish(out, batch, np.ones(batch.index.size, dtype=bool), grad, max_iter, converged=False)
+        _finish(out, batch, np.ones(batch.index.size, dtype=bool), grad, n_iter, converged=False)
+
+
+def _set_histories(out: Runs, record: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """Fill ``out.history`` and ``out.theta_history`` from the iteration record."""
+    n_runs, k = out.thetas.shape
     out.history = np.full((len(record), n_runs), np.nan)
     out.theta_history = np.full((len(record), n_runs, k), np.nan)
     for t, (index, lls, ths) in enumerate(record):
         out.history[t, index] = lls
         out.theta_history[t, index] = ths
-    return out
+
+
+def _extend(runs: Runs, which: np.ndarray, more: Runs) -> None:
+    """Append the continuation ``more`` of runs ``which`` to ``runs`` in place."""
+    runs.thetas[which] = more.thetas
+    runs.weights[which] = more.weights
+    runs.log_likelihood[which] = more.log_likelihood
+    runs.gradient[which] = more.gradient
+    runs.converged[which] = more.converged
+    # Runs that converged during screening have NaN past their n_iter; others continue.
+    n_old, n_runs = runs.history.shape
+    history = np.full((n_old + more.history.shape[0], n_runs), np.nan)
+    history[:n_old] = runs.history
+    history[n_old:, which] = more.history
+    runs.history = history
+    theta_history = np.full((history.shape[0], *runs.theta_history.shape[1:]), np.nan)
+    theta_history[:n_old] = runs.theta_history
+    theta_history[n_old:, which] = more.theta_history
+    runs.theta_history = theta_history
+    runs.n_iter[which] += more.n_iter
+    runs.n_steps[which] += more.n_steps
 
 
 def _finish(
@@ -335,16 +528,18 @@ def _finish(
 
 
 def _plain_step(table: CountTable, batch: _Batch, learn: bool) -> None:
-    """Move every run to its EM image, in place."""
-    th2, w2, ll1, sums1, resp1 = _em_map(table, batch.th1, batch.w1, learn)
-    batch.th, batch.w, batch.th1, batch.w1 = batch.th1, batch.w1, th2, w2
+    """Move every run to its EM image."""
+    th1, w1 = batch.image(table, learn)
+    th2, w2, ll1, sums1, resp1 = _em_map(table, th1, w1, learn)
+    batch.th, batch.w, batch.th1, batch.w1 = th1, w1, th2, w2
     batch.ll, batch.sums, batch.resp = ll1, sums1, resp1
-    batch.steps += 1
+    batch.steps = batch.steps + 1
 
 
 def _squarem_cycle(table: CountTable, batch: _Batch, learn: bool) -> None:
-    """One SQUAREM iteration for every run, in place."""
-    th0, w0, th1, w1 = batch.th, batch.w, batch.th1, batch.w1
+    """One SQUAREM iteration for every run."""
+    th0, w0 = batch.th, batch.w
+    th1, w1 = batch.image(table, learn)
     th2, w2, ll1, _, _ = _em_map(table, th1, w1, learn)
     r_th = th1 - th0
     v_th = th2 - th1
@@ -356,36 +551,44 @@ def _squarem_cycle(table: CountTable, batch: _Batch, learn: bool) -> None:
         v_w -= r_w
         r2 += np.einsum("rk,rk->r", r_w, r_w)
         v2 += np.einsum("rk,rk->r", v_w, v_w)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        alpha = np.sqrt(r2 / v2)
-    alpha[~np.isfinite(alpha)] = np.inf
-    np.minimum(alpha, batch.step_max, out=alpha)
-    np.maximum(alpha, 1.0, out=alpha)
+    # alpha = sqrt(r2 / v2) clipped to [1, step_max]; v2 = 0 (a fixed point) means step_max.
+    # Comparing squares avoids the division by zero and its np.errstate context.
+    cap = batch.step_max
+    alpha = np.where(r2 >= v2 * (cap * cap), cap, 1.0)
+    inside = (r2 < v2 * (cap * cap)) & (r2 > v2)
+    if inside.any():
+        alpha[inside] = np.sqrt(r2[inside] / v2[inside])
     a1, a2 = (2.0 * alpha)[:, None], (alpha * alpha)[:, None]
-    th_x = th0 + a1 * r_th + a2 * v_th
+    th_x = a1 * r_th
+    th_x += th0
+    th_x += a2 * v_th
     np.maximum(th_x, EPS, out=th_x)
     np.minimum(th_x, 1.0 - EPS, out=th_x)
     if learn:
-        w_x = w0 + a1 * r_w + a2 * v_w
+        w_x = a1 * r_w
+        w_x += w0
+        w_x += a2 * v_w
         np.maximum(w_x, WEIGHT_FLOOR, out=w_x)
         w_x /= w_x.sum(axis=1, keepdims=True)
     else:
         w_x = w0
     th_new, w_new, _, _, _ = _em_map(table, th_x, w_x, learn)
     th_next, w_next, ll_new, sums_new, resp_new = _em_map(table, th_new, w_new, learn)
-    batch.steps += 3
+    steps = batch.steps + 3
     worse = ~(ll_new >= ll1)
-    at_max = alpha >= batch.step_max
+    at_max = alpha >= cap
+    step_max = cap.copy()
     if worse.any():
         # The safeguard: fall back to the plain EM point x2 and shrink the step bound.
-        batch.steps += worse
+        steps += worse
         th3, w3, ll2, sums2, resp2 = _em_map(table, th2[worse], w2[worse], learn)
         th_new[worse], w_new[worse], th_next[worse], w_next[worse] = th2[worse], w2[worse], th3, w3
         ll_new[worse], sums_new[worse], resp_new[worse] = ll2, sums2, resp2
         shrink = worse & at_max
-        batch.step_max[shrink] = np.maximum(1.0, batch.step_max[shrink] / _STEP_FACTOR)
+        step_max[shrink] = np.maximum(1.0, step_max[shrink] / _STEP_FACTOR)
         at_max &= ~worse
-    batch.step_max[at_max] *= _STEP_FACTOR
+    step_max[at_max] *= _STEP_FACTOR
+    batch.step_max, batch.steps = step_max, steps
     batch.th, batch.w, batch.th1, batch.w1 = th_new, w_new, th_next, w_next
     batch.ll, batch.sums, batch.resp = ll_new, sums_new, resp_new
 
@@ -401,37 +604,67 @@ def _newton_try(table: CountTable, batch: _Batch, learn: bool) -> None:
     """
     th, w = batch.th, batch.w
     k = th.shape[1]
-    grad, hess = score_and_hessian(table, batch.resp, th, w, learn)
-    free = np.ones(grad.shape, dtype=bool)
-    free[:, :k] = (th > EPS) & (th < 1.0 - EPS)
-    step = newton_steps(grad, hess, free, batch.damping)
+    grad, info = score_and_information(table, batch.resp, th, w, learn, batch.sums)
+    on_box = (th <= EPS) | (th >= 1.0 - EPS)
+    free = None
+    if on_box.any():
+        free = np.ones(grad.shape, dtype=bool)
+        free[:, :k] = ~on_box
+    step = steps_from_information(grad, info, free, batch.damping)
+    new_th = step[:, :k]
+    new_th += th
+    # The box is closed: a theta held on EPS or 1 - EPS (not free) does not move.
+    # A NaN step fails these comparisons too.
+    ok = new_th >= EPS
+    ok &= new_th <= 1.0 - EPS
+    ok = ok.all(axis=1)
     if grad.shape[1] > k:
-        step[w.min(axis=1) <= 1e-9] = np.nan  # a weight near 0: Newton would cross it
-    ok = np.isfinite(step).all(axis=1)
-    new_th = th + step[:, :k]
-    if grad.shape[1] > k:
-        head = w[:, :-1] + step[:, k:]
-        new_w = np.concatenate((head, 1.0 - head.sum(axis=1, keepdims=True)), axis=1)
+        new_w = np.empty_like(w)
+        np.add(w[:, :-1], step[:, k:], out=new_w[:, :-1])
+        new_w[:, -1] = 1.0
+        new_w[:, -1] -= new_w[:, :-1].sum(axis=1)
+        ok &= (new_w > WEIGHT_FLOOR).all(axis=1)
+        ok &= w.min(axis=1) > 1e-9  # a weight near 0: Newton would cross it
     else:
         new_w = w
-    # The box is closed: a theta held on EPS or 1 - EPS (not free) does not move.
-    ok &= ((new_th >= EPS) & (new_th <= 1.0 - EPS)).all(axis=1)
-    ok &= (new_w > WEIGHT_FLOOR).all(axis=1)
-    rows = np.flatnonzero(ok)
-    better = np.zeros(ok.shape, dtype=bool)
-    if rows.size:
-        th1, w1, ll, sums, resp = _em_map(table, new_th[rows], new_w[rows], learn)
-        gain = ll > batch.ll[rows]
-        better[rows] = gain
-        rows = rows[gain]
-        batch.th[rows], batch.w[rows] = new_th[rows], new_w[rows]
-        batch.th1[rows], batch.w1[rows] = th1[gain], w1[gain]
-        batch.ll[rows], batch.sums[rows], batch.resp[rows] = ll[gain], sums[gain], resp[gain]
-        batch.steps[rows] += 1
-    batch.full_newton = better & (batch.damping == 0.0)
-    batch.damping[better] *= 1.0 / _DAMPING_FACTOR
-    batch.damping[batch.damping < _DAMPING_MIN] = 0.0
-    batch.damping[~better] = np.maximum(batch.damping[~better] * _DAMPING_FACTOR, _DAMPING_MIN)
+    all_ok = ok.all()
+    if all_ok:
+        ll, sums, resp = _expect(table, new_th, new_w)
+        better = ll > batch.ll
+    else:
+        rows = np.flatnonzero(ok)
+        better = ok
+        if rows.size:
+            ll, sums, resp = _expect(table, new_th[rows], new_w[rows])
+            gain = ll > batch.ll[rows]
+            better[rows] = gain
+    if better.all():
+        # The EM image is computed only if a SQUAREM cycle needs it.
+        batch.th, batch.w, batch.th1, batch.w1 = new_th, new_w, None, None
+        batch.ll, batch.sums, batch.resp = ll, sums, resp
+        batch.steps = batch.steps + 1
+    elif better.any():
+        # Copies: the arrays of the current point may already be in the iteration record.
+        kept = better if all_ok else gain
+        rows = np.flatnonzero(better)
+        batch.th1 = batch.w1 = None
+        for name, new in (
+            ("th", new_th[rows]),
+            ("w", new_w[rows]),
+            ("ll", ll[kept]),
+            ("sums", sums[kept]),
+            ("resp", resp[kept]),
+        ):
+            value = getattr(batch, name).copy()
+            value[rows] = new
+            setattr(batch, name, value)
+        batch.steps = batch.steps + better
+    damping = batch.damping
+    batch.full_newton = better & (damping == 0.0)
+    damping = np.where(better, damping * (1.0 / _DAMPING_FACTOR), damping * _DAMPING_FACTOR)
+    damping[damping < _DAMPING_MIN] = 0.0
+    np.maximum(damping, _DAMPING_MIN, out=damping, where=~better)
+    batch.damping = damping
 
 
 def _threshold(tol: float, ll: np.ndarray) -> float:

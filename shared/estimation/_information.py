@@ -63,15 +63,15 @@ def errors_from_information(info: np.ndarray, thetas: np.ndarray) -> np.ndarray:
         return result
     # cov = L^-T L^-1, so its diagonal is the column sums of squares of L^-1.
     variances = np.einsum("ij,ij->j", lower_inv, lower_inv)[: int(free[:k].sum())]
-    with np.errstate(invalid="ignore"):
-        result[free[:k]] = np.where(variances > 0, np.sqrt(np.abs(variances)), np.nan)
+    # sqrt of |v| never warns (NaN passes through silently); non-positive v gives NaN.
+    result[free[:k]] = np.where(variances > 0, np.sqrt(np.abs(variances)), np.nan)
     return result
 
 
 def score(table: CountTable, thetas: np.ndarray, weights: np.ndarray, learn: bool) -> np.ndarray:
     """Gradient of the log-likelihood in the coordinates of :func:`observed_information`."""
     resp = e_step(table, thetas[None, :], np.log(weights)[None, :])[0][0]  # (K, M)
-    heads, flips, draws = (resp @ table.stats_t).T  # each (K,)
+    heads, flips, draws = (resp @ table.stats_t)[:, :3].T  # each (K,)
     grad = [(heads - thetas * flips) / (thetas * (1 - thetas))]
     if learn and thetas.size > 1:
         per_weight = draws / weights

@@ -39,10 +39,11 @@ def kmeans_seeds(
         starts[:, j] = (table.heads[picked] + jitter) / (table.trials[picked] + 1.0)
         dist2 = np.minimum(dist2, (fractions[None, :] - centres[:, j, None]) ** 2)
     nearest = np.abs(fractions[None, :, None] - centres[:, None, :]).argmin(axis=2)  # (S, M)
-    weights = np.zeros((n_seeds, n_components))
-    rows = np.repeat(np.arange(n_seeds), fractions.size)
-    np.add.at(weights, (rows, nearest.ravel()), np.tile(table.counts, n_seeds))
-    return np.clip(starts, EPS, 1 - EPS), _normalise(weights)
+    # Each draw's count goes to its nearest centre: a one-hot product, cheaper than np.add.at.
+    weights = table.counts @ (nearest[:, :, None] == np.arange(n_components))  # (S, K)
+    np.maximum(starts, EPS, out=starts)
+    np.minimum(starts, 1 - EPS, out=starts)
+    return starts, _normalise(weights)
 
 
 def random_seeds(

@@ -2,6 +2,9 @@
 
 Coordinates: the K thetas, then (when the weights are learned and K > 1) the first K - 1
 weights, the last being one minus the others; P = 2K - 1 or K parameters.
+
+Everything is built from each pair's score vector and the posterior sums of the M-step
+(see ``CountTable.stats_t``), so a Newton step costs a few dozen numpy calls for all runs.
 """
 
 from __future__ import annotations
@@ -12,40 +15,83 @@ from shared.estimation._counts import CountTable
 
 
 def score_and_hessian(
-    table: CountTable, resp: np.ndarray, thetas: np.ndarray, weights: np.ndarray, learn: bool
+    table: CountTable,
+    resp: np.ndarray,
+    thetas: np.ndarray,
+    weights: np.ndarray,
+    learn: bool,
+    sums: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gradient (R, P) and Hessian (R, P, P) of the log-likelihood.
 
-    Shapes: ``resp`` (R, K, M) are the posteriors at ``thetas``, ``weights`` (R, K).
+    Shapes: ``resp`` (R, K, M) are the posteriors at ``thetas``, ``weights`` (R, K);
+    ``sums`` (R, K, 6) is ``resp @ table.stats_t`` when the caller already has it.
     """
-    k = thetas.shape[1]
-    h, t = table.design_t[0], table.design_t[1]  # (M,)
-    c = table.counts
+    grad, info = score_and_information(table, resp, thetas, weights, learn, sums)
+    return grad, np.negative(info, out=info)
+
+
+def score_and_information(
+    table: CountTable,
+    resp: np.ndarray,
+    thetas: np.ndarray,
+    weights: np.ndarray,
+    learn: bool,
+    sums: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient (R, P) and observed information (minus the Hessian, (R, P, P))."""
+    if sums is None:
+        sums = resp @ table.stats_t
+    n_runs, k, m = resp.shape
+    p = 2 * k - 1 if learn and k > 1 else k
+    u = 1.0 - thetas
+    u *= thetas  # theta (1 - theta), (R, K)
     th = thetas[:, :, None]
-    s = h / th - t / (1 - th)  # d log f / d theta, (R, K, M)
-    curv = -h / th**2 - t / (1 - th) ** 2  # d2 log f / d theta2
-    rs = resp * s
-    parts = [rs]
-    if learn and k > 1:
-        parts.append(resp[:, :-1] / weights[:, :-1, None] - resp[:, -1:] / weights[:, -1:, None])
-    g = np.concatenate(parts, axis=1)  # (R, P, M): each pair's score vector
-    # Hessian of log p_i is (d2 p_i / p_i) - g g^T; d2 p_i / p_i is sparse, added below.
-    hess = -np.matmul(g * c, g.transpose(0, 2, 1))
-    diag = np.arange(k)
-    hess[:, diag, diag] += (resp * (s**2 + curv)) @ c
-    a = rs @ c  # (R, K): the thetas' gradient
-    if g.shape[1] > k:
-        j = np.arange(k - 1)
-        hess[:, j, k + j] += a[:, :-1] / weights[:, :-1]
-        hess[:, k - 1, k + j] -= (a[:, -1] / weights[:, -1])[:, None]
-        hess[:, k:, :k] = hess[:, :k, k:].transpose(0, 2, 1)
-    return g @ c, hess
+    # Each pair's score: resp (h - n theta) / u for the thetas, resp_j / w_j - resp_K / w_K
+    # for the weights; the information is sum_m c g g^T minus the second derivatives.
+    g = np.empty((n_runs, p, m))
+    g_th = g[:, :k]
+    np.multiply(table.design_n, th, out=g_th)
+    np.subtract(table.design_t[0], g_th, out=g_th)
+    g_th *= resp
+    g_th /= u[:, :, None]
+    if p > k:
+        inv_w = 1.0 / weights
+        np.multiply(resp[:, :-1], inv_w[:, :-1, None], out=g[:, k:])
+        g[:, k:] -= resp[:, -1:] * inv_w[:, -1:, None]
+    gc = g * table.counts
+    info = gc @ g.transpose(0, 2, 1)
+    grad = gc.sum(axis=2)
+    # d2 log f / d theta2 + (d log f / d theta)^2 = (h(h-1) - 2h(n-1) theta + n(n-1) theta^2) / u^2
+    curv = sums[:, :, 5] * thetas
+    curv -= 2.0 * sums[:, :, 4]
+    curv *= thetas
+    curv += sums[:, :, 3]
+    curv /= u * u
+    flat = info.reshape(n_runs, p * p)
+    flat[:, : k * (p + 1) : p + 1] -= curv
+    if p > k:
+        # d2 log p / d theta_k d w_j = (score of theta_k) / w_k (delta_kj - delta_kK).
+        q = grad[:, :k] * inv_w
+        flat[:, k : k + (k - 1) * (p + 1) : p + 1] -= q[:, :-1]
+        info[:, k - 1, k:] += q[:, -1:]
+        info[:, k:, :k] = info[:, :k, k:].transpose(0, 2, 1)
+    return grad, info
 
 
 def newton_steps(
-    grad: np.ndarray, hess: np.ndarray, free: np.ndarray, damping: np.ndarray | None = None
+    grad: np.ndarray, hess: np.ndarray, free: np.ndarray | None, damping: np.ndarray | None = None
 ) -> np.ndarray:
-    """Newton steps (R, P) on the free parameters (mask (R, P)), NaN rows where undefined.
+    """Newton steps (R, P) on the free parameters (mask (R, P), None when all are free),
+    NaN rows where undefined."""
+    return steps_from_information(grad, -hess, free, damping)
+
+
+def steps_from_information(
+    grad: np.ndarray, info: np.ndarray, free: np.ndarray | None, damping: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`newton_steps` from the observed information ``info`` (R, P, P), which it may
+    overwrite.
 
     Where the observed information over the free parameters is not positive definite
     (a saddle region far from a maximum), its eigenvalues are replaced by their absolute
@@ -55,27 +101,30 @@ def newton_steps(
     every eigenvalue (Levenberg-Marquardt), shortening the step towards the gradient.
     """
     n_runs, p = grad.shape
-    info = -hess
-    fixed = ~free
-    if fixed.any():
+    if free is not None and not free.all():
+        fixed = ~free
         info[fixed[:, :, None] | fixed[:, None, :]] = 0.0
         info[:, np.arange(p), np.arange(p)] += fixed
         grad = np.where(free, grad, 0.0)
-    good = np.isfinite(info).all(axis=(1, 2)) & np.isfinite(grad).all(axis=1)
-    if not good.all():
+    # One sum tells whether everything is finite (inf - inf and NaN both propagate).
+    if not np.isfinite(info.sum() + grad.sum()):
+        good = np.isfinite(info).all(axis=(1, 2)) & np.isfinite(grad).all(axis=1)
         steps = np.full((n_runs, p), np.nan)
         if good.any():
             damp = None if damping is None else damping[good]
-            steps[good] = newton_steps(grad[good], -info[good], free[good], damp)
+            steps[good] = steps_from_information(grad[good], info[good], None, damp)
         return steps
     values, vectors = np.linalg.eigh(info)
-    size = np.abs(values)
+    size = np.abs(values, out=values)
     scale = size.max(axis=1, keepdims=True)
     usable = (size > 1e-12 * scale).all(axis=1)
     if damping is not None:
         size += damping[:, None] * scale
-    size[~usable] = 1.0
-    coef = np.einsum("rpq,rp->rq", vectors, grad) / size
-    steps = np.einsum("rpq,rq->rp", vectors, coef)
-    steps[~usable] = np.nan
+    all_usable = usable.all()
+    if not all_usable:
+        size[~usable] = 1.0
+    coef = (grad[:, None, :] @ vectors)[:, 0] / size
+    steps = (vectors @ coef[:, :, None])[:, :, 0]
+    if not all_usable:
+        steps[~usable] = np.nan
     return steps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import statistics
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,12 +20,12 @@ from shared.draws import parse_flip_strings
 from shared.estimation._counts import CountTable, log_binomial_coefficient, tally
 from shared.estimation._em import (
     EPS,
-    NEWTON_AFTER,
     WEIGHT_FLOOR,
     Runs,
     e_step,
     log_likelihood,
     run_em,
+    run_screened,
 )
 from shared.estimation._information import (
     errors_from_information,
@@ -404,28 +405,18 @@ class BinomialMixture(BaseEstimator):
         if thetas.shape[0] == 1:
             runs = run_em(table, thetas, weights, max_iter=max_iter, **settings)
             return runs, np.zeros(1, dtype=np.int64)
-        screen_iter = min(_SCREEN_ITER, max_iter)
-        # The screen only ranks basins: plain EM steps are the cheapest way to do that.
-        screen = run_em(
-            table, thetas, weights, max_iter=screen_iter, **{**settings, "accelerate": False}
-        )
         places = self.n_random_init if n_fixed else self.n_init
         n_keep = min(n_fixed + check_positive_int(places, "n_init"), thetas.shape[0])
-        best = _diverse_best(screen, n_keep, n_fixed)
-        runs = _select(screen, best)
-        todo = np.flatnonzero(~runs.converged)
-        if todo.size and max_iter > screen_iter:
-            # Iterations count from the start of the screen, Newton steps included.
-            more = run_em(
-                table,
-                runs.thetas[todo],
-                runs.weights[todo],
-                max_iter=max_iter - screen_iter,
-                newton_after=max(1, NEWTON_AFTER - screen_iter),
-                **settings,
-            )
-            _extend(runs, todo, more)
-        return runs, best
+        # The screen only ranks basins: plain EM steps are the cheapest way to do that.
+        return run_screened(
+            table,
+            thetas,
+            weights,
+            choose=lambda screen: _diverse_best(screen, n_keep, n_fixed),
+            screen_iter=_SCREEN_ITER,
+            max_iter=max_iter,
+            **settings,
+        )
 
     def _store(
         self,
@@ -545,15 +536,17 @@ def _generator(random_state: Any) -> np.random.Generator:
 def _restart_summary(log_likelihoods: np.ndarray) -> dict[str, Any]:
     """How many restarts reached the best log-likelihood (within 1e-6) and their spread."""
     ll = np.asarray(log_likelihoods, dtype=np.float64)
-    best = float(ll.max())
+    # Python on the few restarts: each numpy reduction costs more than the arithmetic.
+    values = ll.tolist()
+    best, worst = max(values), min(values)
     return {
-        "n_restarts": int(ll.size),
-        "n_at_best": int(np.count_nonzero(ll >= best - _SAME_MAXIMUM)),
+        "n_restarts": len(values),
+        "n_at_best": sum(v >= best - _SAME_MAXIMUM for v in values),
         "tolerance": _SAME_MAXIMUM,
         "best": best,
-        "worst": float(ll.min()),
-        "median": float(np.median(ll)),
-        "spread": float(best - ll.min()),
+        "worst": worst,
+        "median": statistics.median(values),
+        "spread": best - worst,
         "std": float(ll.std()),
     }
 
@@ -585,39 +578,6 @@ def _diverse_best(runs: Runs, n_keep: int, n_fixed: int = 0) -> np.ndarray:
         rest = rest[~taken[rest]]
         chosen.extend(rest[: n_keep - len(chosen)].tolist())
     return np.array(chosen, dtype=np.int64)
-
-
-def _select(runs: Runs, index: np.ndarray) -> Runs:
-    """The runs at ``index``, as a new :class:`Runs`."""
-    return Runs(
-        thetas=runs.thetas[index],
-        weights=runs.weights[index],
-        log_likelihood=runs.log_likelihood[index],
-        gradient=runs.gradient[index],
-        n_iter=runs.n_iter[index],
-        n_steps=runs.n_steps[index],
-        converged=runs.converged[index],
-        history=runs.history[:, index],
-        theta_history=runs.theta_history[:, index],
-    )
-
-
-def _extend(runs: Runs, which: np.ndarray, more: Runs) -> None:
-    """Append the continuation ``more`` of runs ``which`` to ``runs`` in place."""
-    runs.thetas[which] = more.thetas
-    runs.weights[which] = more.weights
-    runs.log_likelihood[which] = more.log_likelihood
-    runs.gradient[which] = more.gradient
-    runs.converged[which] = more.converged
-    # Runs that converged during screening have NaN past their n_iter; others continue.
-    extra = np.full((more.history.shape[0], runs.history.shape[1]), np.nan)
-    extra[:, which] = more.history
-    runs.history = np.vstack((runs.history, extra))
-    extra_th = np.full((more.history.shape[0], *runs.theta_history.shape[1:]), np.nan)
-    extra_th[:, which] = more.theta_history
-    runs.theta_history = np.concatenate((runs.theta_history, extra_th))
-    runs.n_iter[which] += more.n_iter
-    runs.n_steps[which] += more.n_steps
 
 
 def _snap_to_boundary(table: CountTable, runs: Runs) -> None:
