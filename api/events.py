@@ -26,7 +26,7 @@ from shared.events import (
     InvalidEventId,
     event_id_after,
 )
-from shared.schemas import JobSchema
+from shared.schemas import dump_job
 from shared.store import JobRecord, connect
 
 EXTENSION = "emcoins-events"
@@ -49,7 +49,7 @@ blp = Blueprint("events", __name__)
 
 def render_job(record: JobRecord) -> dict[str, Any]:
     """The job exactly as ``GET /jobs/<id>`` answers it."""
-    return JobSchema().dump(record.to_json())
+    return dump_job(record.to_json())
 
 
 @blp.route(PATH)

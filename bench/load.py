@@ -1,11 +1,23 @@
-"""Load: many jobs submitted at once through the API of the local stack.
+"""Load: many jobs submitted at once through the API of the local stack, and what they cost.
 
-Starts the local stack, submits ``--jobs`` inline jobs (30 draws each, both
-methods) concurrently, honours ``Retry-After`` on 429/503 answers and while
-polling, and prints jobs/s, latency percentiles (POST to the poll that saw the
-job finished) and how many succeeded, failed, were lost or duplicated.
+Starts the local stack, warms it up, then runs rounds of ``--jobs`` inline jobs (30 draws
+each, both methods) submitted concurrently by ``--clients`` threads; each round follows
+completion one way, alternating between the ways asked for, so that they share the
+machine's noise:
 
-Run: ``.venv/bin/python bench/load.py [--jobs 1000] [--clients 32] [--workers 1]``.
+- ``poll``: GET each unfinished job in rounds, honouring ``Retry-After`` (and on 429/503);
+- ``events``: one Server-Sent Events stream per job on the events process, opened after
+  its POST, read by one thread with a selector until the ``done`` event.
+
+Prints per round jobs/s, latency percentiles (POST to the poll or event that showed the
+job finished) and how many succeeded, failed, were lost or duplicated; then the CPU
+milliseconds per job of each process group (API, events process, workers, Redis, this load
+generator; children included, from /proc), what the rest of the machine used meanwhile,
+and Redis' commands per job (INFO commandstats). With ``--profile-worker DIR`` the cpu
+worker's pool children run under cProfile and the hottest functions are printed.
+
+Run: ``.venv/bin/python bench/load.py [--jobs 1000] [--clients 32] [--workers 1]
+[--follow poll,events] [--rounds 1]``.
 """
 
 from __future__ import annotations
@@ -13,7 +25,11 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import pstats
 import random
+import resource
+import selectors
+import socket
 import statistics
 import sys
 import threading
@@ -24,9 +40,11 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cpu import CpuMeter, Usage  # noqa: E402
 from localstack.stack import Stack, StackConfig  # noqa: E402
 
 FINAL = {"succeeded", "failed", "cancelled"}
+FOLLOWS = ("poll", "events")
 _local = threading.local()
 
 
@@ -100,10 +118,22 @@ def poll(api: str, url: str) -> tuple[str | None, float]:
     return (state if state in FINAL else None), retry_after(headers)
 
 
-def run(api: str, jobs: int, clients: int, deadline: float) -> dict:
+def summary(jobs: int, elapsed: float, submitted: list, finished: dict, pending: int) -> dict:
+    """The figures of one round."""
+    statuses = [status for status, _ in finished.values()]
+    return {
+        "jobs": jobs,
+        "elapsed": elapsed,
+        "succeeded": statuses.count("succeeded"),
+        "failed": statuses.count("failed"),
+        "lost": pending,
+        "duplicated": jobs - len({url for url, _ in submitted}),
+        "latencies": sorted(latency for _, latency in finished.values()),
+    }
+
+
+def run_poll(api: str, bodies: list[dict], clients: int, deadline: float) -> dict:
     """Submit every job at once, then poll the unfinished ones in rounds."""
-    rng = random.Random(2008)
-    bodies = [job_body(rng) for _ in range(jobs)]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
         submitted = list(pool.map(lambda b: submit(api, b), bodies))
@@ -119,17 +149,114 @@ def run(api: str, jobs: int, clients: int, deadline: float) -> dict:
             if pending:
                 time.sleep(min(wait for status, wait in answers if status is None))
     elapsed = time.perf_counter() - started
-    latencies = sorted(latency for _, latency in finished.values())
-    statuses = [status for status, _ in finished.values()]
-    return {
-        "jobs": jobs,
-        "elapsed": elapsed,
-        "succeeded": statuses.count("succeeded"),
-        "failed": statuses.count("failed"),
-        "lost": len(pending),
-        "duplicated": jobs - len({url for url, _ in submitted}),
-        "latencies": latencies,
-    }
+    return summary(len(bodies), elapsed, submitted, finished, len(pending))
+
+
+class Streams:
+    """One event stream per job, read by one thread with a selector (a thread per stream
+    would cost this process more than the server it measures). Requests are HTTP/1.0, so
+    the body is the bare stream and the server closes it after ``done``."""
+
+    def __init__(self, events_url: str):
+        parts = urlsplit(events_url)
+        self.host, self.port = parts.hostname, parts.port
+        self.selector = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.buffers: dict[socket.socket, tuple[str, bytearray]] = {}
+        self.started: dict[str, float] = {}
+        self.done_at: dict[str, float] = {}
+        self.finished: dict[str, tuple[str, float]] = {}
+        self.reopened: dict[str, int] = {}
+        self.running = True
+        self.reader = threading.Thread(target=self._read, name="streams", daemon=True)
+        self.reader.start()
+
+    def open(self, url: str, start: float) -> None:
+        """Follow the job at ``url`` (``/jobs/<id>``), submitted at ``start``."""
+        with self.lock:
+            self.started.setdefault(url, start)
+        sock = socket.create_connection((self.host, self.port), timeout=10)
+        sock.sendall(f"GET {url}/events HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n".encode())
+        sock.setblocking(False)
+        with self.lock:
+            self.buffers[sock] = (url, bytearray())
+            self.selector.register(sock, selectors.EVENT_READ)
+
+    def _read(self) -> None:
+        while self.running:
+            with self.lock:
+                empty = not self.buffers
+            if empty:
+                time.sleep(0.01)
+                continue
+            for key, _ in self.selector.select(timeout=0.2):
+                sock = key.fileobj
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                with self.lock:
+                    url, buffer = self.buffers[sock]
+                    if data:
+                        buffer += data
+                        if url not in self.done_at and b"event: done" in buffer:
+                            self.done_at[url] = time.perf_counter()
+                        continue
+                    self.selector.unregister(sock)
+                    del self.buffers[sock]
+                sock.close()
+                self._ended(url, bytes(buffer))
+
+    def _ended(self, url: str, raw: bytes) -> None:
+        """A stream closed: note the job's final status, or follow it again."""
+        marker = raw.find(b"event: done\ndata: ")
+        if marker < 0:
+            # Cut before done (the server's Redis timed out, say): start again, a few
+            # times; a job never followed to its end counts as lost.
+            self.reopened[url] = self.reopened.get(url, 0) + 1
+            if self.running and self.reopened[url] <= 5:
+                self.open(url, self.started[url])
+            return
+        line = raw[marker + len(b"event: done\ndata: "):].split(b"\n", 1)[0]
+        status = json.loads(line)["status"]
+        with self.lock:
+            self.finished[url] = (status, self.done_at[url] - self.started[url])
+
+    def wait(self, count: int, deadline: float) -> None:
+        """Until ``count`` jobs are finished or ``deadline`` (perf_counter) passes."""
+        while len(self.finished) < count and time.perf_counter() < deadline:
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        """Stop the reader and close what is still open."""
+        self.running = False
+        self.reader.join()
+        for sock in list(self.buffers):
+            sock.close()
+        self.selector.close()
+
+
+def run_events(api: str, events: str, bodies: list[dict], clients: int, deadline: float) -> dict:
+    """Submit every job at once, opening each job's event stream after its POST."""
+    streams = Streams(events)
+
+    def submit_and_follow(body: dict) -> tuple[str, float]:
+        url, start = submit(api, body)
+        streams.open(url, start)
+        return url, start
+
+    started = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            submitted = list(pool.map(submit_and_follow, bodies))
+        streams.wait(len(bodies), started + deadline)
+        elapsed = time.perf_counter() - started
+    finally:
+        streams.close()
+    finished = dict(streams.finished)
+    return summary(len(bodies), elapsed, submitted, finished, len(bodies) - len(finished))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -137,29 +264,169 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def wait_idle(api: str, timeout: float = 60.0) -> None:
+    """Until no job is unfinished (the previous round's stragglers), then a second more."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, _, answer = client(api).request("GET", "/jobs?page_size=1&status=queued")
+        if status == 200 and not answer["jobs"]:
+            break
+        time.sleep(0.5)
+    time.sleep(1.0)
+
+
+class BenchStack(Stack):
+    """The local stack, optionally with its cpu workers' pool children under cProfile, or
+    with each cpu worker replaced by ``cpu_concurrency`` workers of Celery's solo pool
+    (no pool parent between the broker and the task: an experiment, not the service's
+    configuration)."""
+
+    def __init__(self, config: StackConfig, *, profile_dir: Path | None, cpu_pool: str):
+        super().__init__(config)
+        self.profile_dir = profile_dir
+        self.cpu_pool = cpu_pool
+
+    def start_worker(self, queue: str, index: int = 1):
+        if queue != "cpu" or self.cpu_pool == "prefork":
+            return super().start_worker(queue, index)
+        first = (index - 1) * self.config.cpu_concurrency + 1
+        for number in range(first, first + self.config.cpu_concurrency):
+            service = super().start_worker(queue, number)
+        return service
+
+    def _service(self, name, argv):
+        if name.startswith("worker-cpu") and self.cpu_pool == "solo":
+            at = argv.index("-P")
+            argv = [*argv[:at], "-P", "solo", *argv[at + 4:]]
+        if name.startswith("worker-cpu") and self.profile_dir is not None:
+            helper = str(Path(__file__).with_name("cpu.py"))
+            argv = [sys.executable, helper, "profile-celery", str(self.profile_dir), "--",
+                    *argv[argv.index("celery") + 1:]]
+        return super()._service(name, argv)
+
+
+def print_profile(profile_dir: Path, top: int = 30) -> None:
+    """The cpu worker children's hottest functions, by own time and by cumulative time."""
+    files = sorted(profile_dir.glob("worker-*.prof"))
+    if not files:
+        print("\nno worker profile written (fewer than 50 tasks per child?)")
+        return
+    tasks = sum(int(p.with_suffix(".tasks").read_text()) for p in files)
+    stats = pstats.Stats(*map(str, files), stream=sys.stdout)
+    print(f"\ncProfile (CPU time) of the cpu worker's children: {tasks} tasks (warm-up "
+          f"included), {stats.total_tt / tasks * 1000:.2f} ms per task with the profiler on")
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+
+
+def print_rounds(rounds: list[tuple[str, dict, Usage]], args: argparse.Namespace) -> None:
+    """The throughput table, the CPU table and Redis' commands per job."""
+    ms = 1000.0
+    pool = "" if args.cpu_pool == "prefork" else ", each as 2 solo-pool workers"
+    print(f"{args.jobs} inline jobs (30 draws, EM + GMM), {args.clients} clients, "
+          f"{args.workers} cpu worker(s){pool}; rounds in the order run\n")
+    print(f"{'follow':<8}{'jobs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+          f"{'ok':>7}{'failed':>8}{'lost':>6}{'dup':>5}{'wall s':>8}")
+    for follow, result, _ in rounds:
+        lat = result["latencies"] or [float("nan")] * 2
+        print(f"{follow:<8}{result['jobs'] / result['elapsed']:>8.1f}"
+              f"{percentile(lat, 50) * ms:>9.0f}{percentile(lat, 95) * ms:>9.0f}"
+              f"{percentile(lat, 99) * ms:>9.0f}{result['succeeded']:>7}{result['failed']:>8}"
+              f"{result['lost']:>6}{result['duplicated']:>5}{result['elapsed']:>8.1f}")
+
+    groups = list(rounds[0][2].groups)
+    print("\nCPU ms per job (utime+stime, children included); 'others' is the rest of "
+          "the machine meanwhile")
+    print(f"{'follow':<8}" + "".join(f"{g:>12}" for g in groups) + f"{'total':>9}{'others':>9}")
+    for follow, result, usage in rounds:
+        per_job = {g: usage.groups[g] * ms / result["jobs"] for g in groups}
+        print(f"{follow:<8}" + "".join(f"{per_job[g]:>12.2f}" for g in groups)
+              + f"{sum(per_job.values()):>9.2f}{usage.others * ms / result['jobs']:>9.2f}")
+
+    print("of which the main process (Celery's consumer, gunicorn's arbiter), ms per job")
+    for follow, result, usage in rounds:
+        print(f"{follow:<8}" + "".join(
+            f"{usage.leaders[g] * ms / result['jobs']:>12.2f}" if g in usage.leaders
+            else f"{'':>12}" for g in groups))
+
+    if args.rounds > 1:
+        print("\nmedians per follow")
+        for follow in args.follow:
+            mine = [(r, u) for f, r, u in rounds if f == follow]
+            rate = statistics.median(r["jobs"] / r["elapsed"] for r, _ in mine)
+            cpu = statistics.median(sum(u.groups.values()) * ms / r["jobs"] for r, u in mine)
+            print(f"{follow:<8}{rate:>8.1f} jobs/s  {cpu:>6.2f} CPU ms/job")
+
+    print("\nRedis commands per job (INFO commandstats): calls, and Redis' usec")
+    names = sorted({c for _, _, u in rounds for c in u.commands},
+                   key=lambda c: -sum(u.commands.get(c, (0, 0))[1] for _, _, u in rounds))
+    header = "".join(f"{f + ' calls':>14}{'usec':>8}" for f, _, _ in rounds)
+    print(f"{'command':<24}{header}")
+    for name in names:
+        row = ""
+        for _, result, usage in rounds:
+            calls, usec = usage.commands.get(name, (0, 0))
+            row += f"{calls / result['jobs']:>14.2f}{usec / result['jobs']:>8.1f}"
+        print(f"{name:<24}{row}")
+    totals = ""
+    for _, result, usage in rounds:
+        calls = sum(c for c, _ in usage.commands.values())
+        usec = sum(u for _, u in usage.commands.values())
+        totals += f"{calls / result['jobs']:>14.2f}{usec / result['jobs']:>8.1f}"
+    print(f"{'all':<24}{totals}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients")
     parser.add_argument("--workers", type=int, default=1, help="cpu workers")
+    parser.add_argument("--follow", default="poll,events",
+                        help="ways to follow jobs, alternated: poll (Retry-After), events")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of each way")
+    parser.add_argument("--warmup", type=int, default=40, help="jobs run first, not counted")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds before giving up")
+    parser.add_argument("--cpu-pool", choices=("prefork", "solo"), default="prefork",
+                        help="solo: each cpu worker becomes 2 workers of the solo pool")
+    parser.add_argument("--profile-worker", type=Path, metavar="DIR",
+                        help="run the cpu worker's children under cProfile, files in DIR")
     args = parser.parse_args()
+    args.follow = [f.strip() for f in args.follow.split(",") if f.strip()]
+    if not args.follow or set(args.follow) - set(FOLLOWS):
+        parser.error(f"--follow takes a list of {', '.join(FOLLOWS)}")
+
+    # One stream per job: the events process and Redis (which inherit it) hold one
+    # descriptor per stream and more.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 20000)), hard))
+
+    rng = random.Random(2008)
+    warmup = [job_body(rng) for _ in range(args.warmup)]
+    plan = [f for _ in range(args.rounds) for f in args.follow]
+    bodies = [[job_body(rng) for _ in range(args.jobs)] for _ in plan]
 
     config = StackConfig(api_port=0, drawsource_port=0, cpu_workers=args.workers)
-    with Stack(config) as stack:
-        result = run(stack.api_url, args.jobs, args.clients, args.deadline)
+    if args.profile_worker:
+        args.profile_worker.mkdir(parents=True, exist_ok=True)
+    stack = BenchStack(config, profile_dir=args.profile_worker, cpu_pool=args.cpu_pool)
+    rounds = []
+    with stack:
+        meter = CpuMeter(stack, stack.redis.url)
+        if warmup:
+            run_poll(stack.api_url, warmup, min(args.clients, 8), args.deadline)
+        for follow, round_bodies in zip(plan, bodies, strict=True):
+            wait_idle(stack.api_url)
+            before = meter.snapshot()
+            if follow == "poll":
+                result = run_poll(stack.api_url, round_bodies, args.clients, args.deadline)
+            else:
+                result = run_events(stack.api_url, stack.events_url, round_bodies,
+                                    args.clients, args.deadline)
+            rounds.append((follow, result, Usage.between(before, meter.snapshot())))
 
-    ms = 1000.0
-    lat = result["latencies"]
-    print(f"{result['jobs']} inline jobs (30 draws, EM + GMM), {args.clients} clients, "
-          f"{args.workers} cpu worker(s)\n")
-    print(f"{'jobs/s':>8}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"
-          f"{'ok':>7}{'failed':>8}{'lost':>6}{'dup':>5}")
-    print(f"{result['jobs'] / result['elapsed']:>8.1f}"
-          f"{percentile(lat, 50) * ms:>10.0f}{percentile(lat, 95) * ms:>10.0f}"
-          f"{percentile(lat, 99) * ms:>10.0f}{result['succeeded']:>7}{result['failed']:>8}"
-          f"{result['lost']:>6}{result['duplicated']:>5}")
-    print(f"\nwall time {result['elapsed']:.1f} s (first POST to last job seen finished)")
+    print_rounds(rounds, args)
+    if args.profile_worker:
+        print_profile(args.profile_worker)
 
 
 if __name__ == "__main__":

@@ -397,3 +397,13 @@ class ErrorSchema(Schema):
 
     error = fields.Nested(ErrorBodySchema, required=True)
 
+
+
+_JOB = JobSchema()
+
+
+def dump_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's JSON form exactly as ``GET /jobs/<id>`` answers it (for the event stream's
+    ``done`` and the completion callback). One schema instance: building one costs more
+    than the dump."""
+    return _JOB.dump(job)

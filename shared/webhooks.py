@@ -30,7 +30,7 @@ import redis
 from standardwebhooks import Webhook
 
 from shared import keys
-from shared.schemas import JobSchema
+from shared.schemas import dump_job
 from shared.store import NOW_MS_LUA, JobRecord
 
 # Answers a later attempt may change: the receiver timed out, is rate-limiting, or is
@@ -96,7 +96,7 @@ def message_id(job_id: str) -> str:
 
 def payload(record: JobRecord) -> bytes:
     """The job's JSON exactly as the API shows it (through its schema), as UTF-8 bytes."""
-    body = JobSchema().dump(record.to_json())
+    body = dump_job(record.to_json())
     # ASCII only: the bytes sent and the text signed are then the same characters.
     return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
