@@ -24,17 +24,15 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from localstack.stack import Stack, StackConfig  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.contract import JobResult, JobSpec  # noqa: E402
 from shared.draws import aggregate_counts, parse_draw_payload  # noqa: E402
-from shared.fitting import merge_results, run_method  # noqa: E402
+from shared.fitting import fit_methods  # noqa: E402
 
-SPEC = {
-    "n_components": 2,
-    "max_components": 4,
-    "weights": "learn",
-    "restarts": 10,
-    "methods": ["em", "gmm"],
-    "seed": 7,
-}
+SPEC = JobSpec(
+    n_components=2, max_components=4, weights="learn", restarts=10, methods=("em", "gmm"), seed=7
+)
+MAX_GMM_DRAWS = Settings().max_gmm_draws
 DRAWS = 30
 
 
@@ -51,12 +49,13 @@ def in_process_job(session: requests.Session, url: str, pool: ThreadPoolExecutor
         )
     )
     counts = aggregate_counts(pairs)
-    return merge_results([run_method(m, counts, SPEC) for m in SPEC["methods"]])
+    parts = fit_methods(SPEC.methods, counts, SPEC, max_gmm_draws=MAX_GMM_DRAWS)
+    return JobResult.merge(parts).to_json()
 
 
 def service_job(session: requests.Session, api: str, url: str) -> float:
     """Seconds from POST to the first GET that shows ``succeeded``, polling every 10 ms."""
-    body = {"source": {"url": url, "draws": DRAWS}, "seed": SPEC["seed"]}
+    body = {"source": {"url": url, "draws": DRAWS}, "seed": SPEC.seed}
     start = time.perf_counter()
     location = session.post(f"{api}/jobs", json=body, timeout=10).headers["Location"]
     while True:
