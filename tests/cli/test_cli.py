@@ -39,7 +39,8 @@ def test_connection_refused_is_one_line_and_exit_1():
 
 def test_submit_needs_exactly_one_data_option(tmp_path):
     result = run("submit")
-    assert result.exit_code == 2 and "exactly one of --source, --file, --counts or --request" in result.output
+    assert result.exit_code == 2
+    assert "exactly one of --source, --file, --counts or --request" in result.output
 
 
 def test_reading_draws_and_counts(tmp_path):
