@@ -15,6 +15,7 @@ only calls ``send_task`` and ``control.revoke`` on it, so it imports no Celery a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -49,14 +50,17 @@ class Dispatcher:
                 FETCH, args=(job_id, url, i, first, count), task_id=fetch_id(job_id, i)
             )
 
-    def start_fits(self, job_id: str, spec: JobSpec) -> None:
-        """Send the fits: one subtask per method when cpu workers are free, else one in all.
+    def start_fits(
+        self, job_id: str, spec: JobSpec, *, methods: Sequence[str] | None = None
+    ) -> None:
+        """Send the fits of ``methods`` (all of the job's by default): one subtask per method
+        when cpu workers are free, else one in all.
 
         Parallel fits shorten a job only if a second worker is idle to take one; under load
         every worker is busy anyway, and one subtask per job halves the overhead. A job that
         chooses K by BIC fits in one subtask, so that K is chosen once for every method.
         """
-        methods = list(spec.methods)
+        methods = list(spec.methods if methods is None else methods)
         split = (
             len(methods) > 1
             and not spec.chooses_components

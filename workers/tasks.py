@@ -21,7 +21,7 @@ from shared.errors import InvalidDrawError
 from shared.fitting import fit_methods
 from shared.metrics import TaskObserver
 from shared.replication import Replication
-from shared.status import ErrorCode, JobStatus
+from shared.status import ErrorCode
 from shared.store import JobNotFound, JobRecord, JobStore, Saved, connect
 from shared.taskqueue import FETCH, FIT
 from workers.celery_app import app
@@ -117,10 +117,15 @@ def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> No
     if record is None:
         return
     if jobs.has_batch(job_id, batch):
-        # Redelivered after it was recorded: the crash may have come before the
-        # fits were started, so start them if the draws are complete.
-        if record.status is not JobStatus.FITTING and _all_batches(jobs, record):
-            dispatcher().start_fits(job_id, record.spec)
+        # Redelivered after it was recorded: the crash (or a Redis outage) may have come
+        # before all the fits were sent. Send those whose part is still missing: a fit
+        # sent twice changes nothing (parts are write-once), a fit never sent would leave
+        # the job fitting forever (seen when Redis stopped between two sends).
+        if _all_batches(jobs, record):
+            saved = jobs.parts(job_id)
+            missing = [method for method in record.spec.methods if method not in saved]
+            if missing:
+                dispatcher().start_fits(job_id, record.spec, methods=missing)
         return
     jobs.start_fetching(job_id)
 

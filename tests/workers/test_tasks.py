@@ -79,3 +79,23 @@ def test_a_cancelled_job_is_left_alone(redis_client, source_job):
     tasks.fit.run("job", ["em"])
     assert redis_client.exists(keys.job_draws("job"), keys.job_parts("job")) == 0
     assert tasks.store().get("job").status is JobStatus.CANCELLED
+
+
+def test_a_fetch_redelivered_after_one_fit_went_out_sends_the_fits_still_missing(
+    redis_client, source_job
+):
+    jobs = tasks.store()
+    # As if Redis stopped between the two fit sends: the draws are complete, the em fit
+    # went out and started (the job is fitting), the gmm fit never reached the broker.
+    jobs.record_batch("job", 0, [(2, 4)] * 3)
+    jobs.record_batch("job", 1, [(2, 4), (1, 4), (3, 4)])
+    jobs.start_fitting("job", [[1, 4, 1], [2, 4, 4], [3, 4, 1]])
+    tasks.fetch_batch.run("job", source_job, 1, 3, 3)
+    assert queued_ids(redis_client, "cpu") == ["job.fit.em", "job.fit.gmm"]
+    # Once a part is saved, only the other one is sent again.
+    redis_client.delete("cpu")
+    tasks.fit.run("job", ["em"])
+    tasks.fetch_batch.run("job", source_job, 0, 0, 3)
+    assert queued_ids(redis_client, "cpu") == ["job.fit.gmm"]
+    tasks.fit.run("job", ["gmm"])
+    assert jobs.get("job").status is JobStatus.SUCCEEDED
