@@ -268,13 +268,16 @@ def test_counts_history_and_a_jobs_address(stack, browser, tmp_path):
     assert browser.current_url == f"{stack.api_url}/jobs/{first}"
 
 
-def test_without_the_event_stream_the_page_polls(stack, browser):
+def test_without_the_event_stream_the_page_polls(stack, browser, drawsource):
+    # A slow source (1.5 s a draw, fetched at once), so the job is still fetching when the
+    # page first looks, however busy the machine: then it has to poll at least once more.
+    slow = drawsource(latency_ms=1500)
     browser.get(f"{stack.api_url}/")
     # Nothing listens on port 9 of this host: the stream cannot be opened.
     browser.execute_script("document.body.dataset.eventsUrl = 'http://127.0.0.1:9'")
     url = browser.find_element(By.ID, "source-url")
     url.clear()
-    url.send_keys(f"{stack.drawsource_url}/draw")
+    url.send_keys(slow)
     draws = browser.find_element(By.ID, "source-draws")
     draws.clear()
     draws.send_keys("30")
