@@ -28,7 +28,6 @@ import json
 import pstats
 import random
 import resource
-import selectors
 import socket
 import statistics
 import sys
@@ -36,11 +35,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.cpu import CpuMeter, Usage  # noqa: E402
+from bench.sse import StreamReader  # noqa: E402
 from localstack.stack import Stack, StackConfig  # noqa: E402
 
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -152,62 +153,38 @@ def run_poll(api: str, bodies: list[dict], clients: int, deadline: float) -> dic
     return summary(len(bodies), elapsed, submitted, finished, len(pending))
 
 
-class Streams:
-    """One event stream per job, read by one thread with a selector (a thread per stream
-    would cost this process more than the server it measures). Requests are HTTP/1.0, so
-    the body is the bare stream and the server closes it after ``done``."""
+class Streams(StreamReader):
+    """One event stream per job. Requests are HTTP/1.0, so the body is the bare stream and
+    the server closes it after ``done``."""
 
     def __init__(self, events_url: str):
         parts = urlsplit(events_url)
-        self.host, self.port = parts.hostname, parts.port
-        self.selector = selectors.DefaultSelector()
-        self.lock = threading.Lock()
         self.buffers: dict[socket.socket, tuple[str, bytearray]] = {}
         self.started: dict[str, float] = {}
         self.done_at: dict[str, float] = {}
         self.finished: dict[str, tuple[str, float]] = {}
         self.reopened: dict[str, int] = {}
-        self.running = True
-        self.reader = threading.Thread(target=self._read, name="streams", daemon=True)
-        self.reader.start()
+        super().__init__(parts.hostname, parts.port)
 
     def open(self, url: str, start: float) -> None:
         """Follow the job at ``url`` (``/jobs/<id>``), submitted at ``start``."""
         with self.lock:
             self.started.setdefault(url, start)
-        sock = socket.create_connection((self.host, self.port), timeout=10)
-        sock.sendall(f"GET {url}/events HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n".encode())
-        sock.setblocking(False)
-        with self.lock:
-            self.buffers[sock] = (url, bytearray())
-            self.selector.register(sock, selectors.EVENT_READ)
+        self.connect(f"GET {url}/events HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n", url)
 
-    def _read(self) -> None:
-        while self.running:
-            with self.lock:
-                empty = not self.buffers
-            if empty:
-                time.sleep(0.01)
-                continue
-            for key, _ in self.selector.select(timeout=0.2):
-                sock = key.fileobj
-                try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                with self.lock:
-                    url, buffer = self.buffers[sock]
-                    if data:
-                        buffer += data
-                        if url not in self.done_at and b"event: done" in buffer:
-                            self.done_at[url] = time.perf_counter()
-                        continue
-                    self.selector.unregister(sock)
-                    del self.buffers[sock]
-                sock.close()
-                self._ended(url, bytes(buffer))
+    def opened(self, sock: socket.socket, context: Any) -> None:
+        self.buffers[sock] = (context, bytearray())
+
+    def received(self, sock: socket.socket, data: bytes) -> None:
+        url, buffer = self.buffers[sock]
+        buffer += data
+        if url not in self.done_at and b"event: done" in buffer:
+            self.done_at[url] = time.perf_counter()
+
+    def ended(self, sock: socket.socket) -> None:
+        with self.lock:
+            url, buffer = self.buffers.pop(sock)
+        self._ended(url, bytes(buffer))
 
     def _ended(self, url: str, raw: bytes) -> None:
         """A stream closed: note the job's final status, or follow it again."""
@@ -229,13 +206,6 @@ class Streams:
         while len(self.finished) < count and time.perf_counter() < deadline:
             time.sleep(0.02)
 
-    def close(self) -> None:
-        """Stop the reader and close what is still open."""
-        self.running = False
-        self.reader.join()
-        for sock in list(self.buffers):
-            sock.close()
-        self.selector.close()
 
 
 def run_events(api: str, events: str, bodies: list[dict], clients: int, deadline: float) -> dict:

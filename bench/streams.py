@@ -16,72 +16,42 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import selectors
 import socket
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.sse import StreamReader  # noqa: E402
 from localstack.stack import Stack, StackConfig  # noqa: E402
 
 JOB = {"counts": [[3, 10], [8, 10], [2, 10], [9, 10]], "seed": 1, "restarts": 1}
 
 
-class Streams:
-    """Many open SSE connections, read by one thread with a selector (a thread per
-    stream would cost this process more than the server it measures)."""
+class Streams(StreamReader):
+    """Many open SSE connections: when each sent its first event, and the keep-alives."""
 
     def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
-        self.selector = selectors.DefaultSelector()
-        self.lock = threading.Lock()
         self.first_event: dict[socket.socket, float] = {}
         self.opened_at: dict[socket.socket, float] = {}
         self.keepalives = 0
-        self.closed = 0
-        self.running = True
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        super().__init__(host, port)
 
     def open(self, job_id: str) -> None:
         """Connect and send the request; the reader thread takes the answer."""
-        sock = socket.create_connection((self.host, self.port), timeout=10)
-        request = (f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: {self.host}\r\n"
-                   "Accept: text/event-stream\r\n\r\n")
-        sock.sendall(request.encode())
-        sock.setblocking(False)
-        with self.lock:
-            self.opened_at[sock] = time.monotonic()
-            self.selector.register(sock, selectors.EVENT_READ)
+        self.connect(f"GET /jobs/{job_id}/events HTTP/1.1\r\nHost: {self.host}\r\n"
+                     "Accept: text/event-stream\r\n\r\n")
 
-    def _read(self) -> None:
-        while self.running:
-            with self.lock:
-                empty = not self.selector.get_map()
-            if empty:
-                time.sleep(0.01)
-                continue
-            for key, _ in self.selector.select(timeout=0.2):
-                sock = key.fileobj
-                try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                with self.lock:
-                    if not data:
-                        self.selector.unregister(sock)
-                        sock.close()
-                        self.closed += 1
-                        continue
-                    if sock not in self.first_event and b"event: status" in data:
-                        self.first_event[sock] = time.monotonic()
-                    self.keepalives += data.count(b": keep-alive")
+    def opened(self, sock: socket.socket, context: Any) -> None:
+        self.opened_at[sock] = time.monotonic()
+
+    def received(self, sock: socket.socket, data: bytes) -> None:
+        if sock not in self.first_event and b"event: status" in data:
+            self.first_event[sock] = time.monotonic()
+        self.keepalives += data.count(b": keep-alive")
 
     def wait_first_events(self, count: int, timeout: float) -> None:
         """Until ``count`` streams have sent their first event."""
@@ -95,19 +65,6 @@ class Streams:
         """Seconds from each request to its first event."""
         with self.lock:
             return [self.first_event[s] - self.opened_at[s] for s in self.first_event]
-
-    def open_count(self) -> int:
-        """Streams the server has not closed."""
-        with self.lock:
-            return len(self.selector.get_map())
-
-    def close(self) -> None:
-        """Close every stream and stop the reader."""
-        self.running = False
-        self.reader.join()
-        for key in list(self.selector.get_map().values()):
-            key.fileobj.close()
-        self.selector.close()
 
 
 def submit_jobs(host: str, port: int, count: int) -> list[str]:

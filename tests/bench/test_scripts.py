@@ -12,8 +12,9 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-# cpu.py is a module the others import, not a script.
-SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name not in ("__init__.py", "cpu.py"))
+# cpu.py and sse.py are modules the others import, not scripts.
+MODULES = ("__init__.py", "cpu.py", "sse.py")
+SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name not in MODULES)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
