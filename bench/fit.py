@@ -6,7 +6,10 @@ probability; both methods are timed side by side on the same data. Every cell is
 median of at least 3 runs; ``EM iter`` is the median of ``n_iter_`` over those runs.
 A second table fits Geissler's Saxony families (K = 2, 3) and reports the iterations and
 the distance to the best log-likelihood of any setting tried, so runs of this script on
-two versions of the estimator can be compared.
+two versions of the estimator can be compared. Then the warm-started refit the bootstrap
+runs (an explicit start and 2 screened random ones, on [heads, flips, count] rows), and the
+input checks and tally of 10**6 raw draws (one pass over the data) next to a bare
+np.bincount of the same draws.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.estimation import BinomialMixture, fit_gmm_proportions  # noqa: E402
+from shared.estimation._counts import tally_draws  # noqa: E402
 
 COINS = np.array([0.3, 0.7])
 FLIPS = 10
@@ -103,6 +107,49 @@ def geissler_rows(repeats: int) -> list[str]:
     return lines
 
 
+def warm_row(n_draws: int, repeats: int) -> str:
+    """Milliseconds per warm-started refit (the bootstrap's) on ``n_draws`` draws."""
+    heads = simulate(n_draws, seed=n_draws)
+    fit = BinomialMixture(2, random_state=0).fit(heads, FLIPS)
+    start = {"thetas": fit.thetas_.tolist(), "weights": fit.weights_.tolist()}
+    rows, counts = np.unique(heads, return_counts=True)
+    flips = np.full(rows.size, FLIPS)
+    rng = np.random.default_rng(0)
+
+    def refit() -> tuple[np.ndarray, int]:
+        model = BinomialMixture(2, init=start, n_random_init=2, random_state=rng)
+        model.fit(rows, flips, sample_weight=counts)
+        return model.thetas_, model.n_iter_
+
+    refit()
+    refit_time, _, n_iter = timed(refit, repeats)
+    return (
+        f"  {n_draws:,d} draws ({rows.size} rows): {refit_time * 1e3:.2f} ms per refit, "
+        f"median iterations {n_iter:.0f}"
+    )
+
+
+def tally_row(repeats: int) -> str:
+    """Checks and tally of 10**6 raw draws with varying flips and counts, and a bincount."""
+    rng = np.random.RandomState(0)
+    trials = rng.randint(1, 15, size=10**6)
+    heads = rng.binomial(trials, 0.5)
+    counts = rng.randint(1, 4, size=10**6)
+
+    def checked() -> tuple[np.ndarray, int]:
+        return tally_draws(heads, trials, counts).counts, 0
+
+    def bare() -> tuple[np.ndarray, int]:
+        return np.bincount(trials * 15 + heads, weights=counts), 0
+
+    checked_time = timed(checked, repeats)[0]
+    bare_time = timed(bare, repeats)[0]
+    return (
+        f"  checks + tally, one pass: {checked_time * 1e3:.2f} ms; "
+        f"np.bincount of the same draws, unchecked: {bare_time * 1e3:.2f} ms"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the benchmark tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -123,6 +170,11 @@ def main(argv: list[str] | None = None) -> None:
     print("Geissler, 6,115 families of 12 (defaults, random_state=0):")
     for line in geissler_rows(3):
         print(line, flush=True)
+    print("Warm-started refit (init thetas and weights, n_random_init=2; medians of 7 runs):")
+    for n_draws in (30, 1000):
+        print(warm_row(n_draws, 7), flush=True)
+    print("10^6 raw draws, 1-14 flips each, counts 1-3 (medians of 7 runs):")
+    print(tally_row(7), flush=True)
 
 
 if __name__ == "__main__":

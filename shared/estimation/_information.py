@@ -7,7 +7,7 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
 from shared.estimation._counts import CountTable
 from shared.estimation._em import EPS, e_step, log_likelihood
-from shared.estimation._newton import score_and_hessian
+from shared.estimation._newton import score_and_information
 
 
 def on_boundary(thetas: np.ndarray) -> np.ndarray:
@@ -32,8 +32,7 @@ def information_from_posterior(
     table: CountTable, resp: np.ndarray, thetas: np.ndarray, weights: np.ndarray, learn: bool
 ) -> np.ndarray:
     """:func:`observed_information` from the posteriors ``resp`` (1, K, M) at the point."""
-    hess = score_and_hessian(table, resp, thetas[None, :], weights[None, :], learn)[1]
-    return -hess[0]
+    return score_and_information(table, resp, thetas[None, :], weights[None, :], learn)[1][0]
 
 
 def standard_errors(
@@ -50,21 +49,28 @@ def standard_errors(
 def errors_from_information(info: np.ndarray, thetas: np.ndarray) -> np.ndarray:
     """:func:`standard_errors` from the observed information ``info`` (P, P) at ``thetas``."""
     k = thetas.size
-    free = np.ones(info.shape[0], dtype=bool)
-    free[:k] = ~on_boundary(thetas)
-    result = np.full(k, np.nan)
-    if not free[:k].any():
-        return result
-    sub = info[free][:, free]
+    margin = EPS * 1e-3
+    if thetas.min() > EPS + margin and thetas.max() < 1 - EPS - margin:
+        free_thetas, n_free, sub = slice(None), k, info
+    else:
+        free_thetas = ~on_boundary(thetas)
+        n_free = int(np.count_nonzero(free_thetas))
+        if not n_free:
+            return np.full(k, np.nan)
+        free = np.ones(info.shape[0], dtype=bool)
+        free[:k] = free_thetas
+        sub = info[free][:, free]
     try:
         # numpy's Cholesky: the positive-definiteness check without scipy's wrapper cost.
         lower_inv = np.linalg.inv(np.linalg.cholesky(sub))
     except np.linalg.LinAlgError:
-        return result
+        return np.full(k, np.nan)
     # cov = L^-T L^-1, so its diagonal is the column sums of squares of L^-1.
-    variances = np.einsum("ij,ij->j", lower_inv, lower_inv)[: int(free[:k].sum())]
-    # sqrt of |v| never warns (NaN passes through silently); non-positive v gives NaN.
-    result[free[:k]] = np.where(variances > 0, np.sqrt(np.abs(variances)), np.nan)
+    np.multiply(lower_inv, lower_inv, out=lower_inv)
+    variances = np.add.reduce(lower_inv, 0)[:n_free]
+    result = np.full(k, np.nan)
+    # Non-positive variances (rounding on a nearly singular matrix) stay NaN.
+    result[free_thetas] = np.sqrt(variances, out=np.full(n_free, np.nan), where=variances > 0)
     return result
 
 

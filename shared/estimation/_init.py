@@ -21,26 +21,43 @@ def kmeans_seeds(
     from assigning every draw to its nearest centre.
     """
     fractions = table.heads / table.trials  # (M,)
-    centres = np.empty((n_seeds, n_components))
+    heads, flips = table.heads, table.trials + 1.0
+    counts = table.counts
     starts = np.empty((n_seeds, n_components))
-    dist2 = np.full((n_seeds, fractions.size), np.inf)
-    mass = np.broadcast_to(table.counts, dist2.shape)
+    dist2 = nearest = None
     for j in range(n_components):
-        score = mass if j == 0 else mass * dist2
-        # When every draw already sits on a centre (fewer distinct fractions than K),
-        # fall back to picking by count alone.
-        stuck = score.sum(axis=1) <= 0
-        score = np.where(stuck[:, None], mass, score)
-        picked = _pick(score, rng)
-        centres[:, j] = fractions[picked]
+        if dist2 is None:
+            # The first centre is picked by count alone, the same odds for every seed.
+            cum = np.cumsum(counts)
+            u = rng.random(n_seeds) * cum[-1]
+            picked = np.minimum(np.searchsorted(cum, u, side="right"), fractions.size - 1)
+        else:
+            score = counts * dist2
+            # When every draw already sits on a centre (fewer distinct fractions than K),
+            # fall back to picking by count alone.
+            stuck = np.add.reduce(score, 1) <= 0
+            if np.count_nonzero(stuck):
+                score[stuck] = counts
+            picked = _pick(score, rng)
         # The start is the picked draw's fraction with one extra flip of random outcome:
         # never exactly 0 or 1 (where EM would crawl), and diverse even with few draws.
-        jitter = rng.uniform(size=n_seeds)
-        starts[:, j] = (table.heads[picked] + jitter) / (table.trials[picked] + 1.0)
-        dist2 = np.minimum(dist2, (fractions[None, :] - centres[:, j, None]) ** 2)
-    nearest = np.abs(fractions[None, :, None] - centres[:, None, :]).argmin(axis=2)  # (S, M)
-    # Each draw's count goes to its nearest centre: a one-hot product, cheaper than np.add.at.
-    weights = table.counts @ (nearest[:, :, None] == np.arange(n_components))  # (S, K)
+        jitter = rng.random(n_seeds)
+        jitter += heads.take(picked)
+        jitter /= flips.take(picked)
+        starts[:, j] = jitter
+        gap = fractions - fractions.take(picked)[:, None]
+        np.multiply(gap, gap, out=gap)  # squared distance of each draw to centre j, (S, M)
+        if dist2 is None:
+            dist2, nearest = gap, np.zeros(gap.shape, dtype=np.int64)
+        else:
+            # Ties stay with the earlier centre, as argmin would keep them.
+            nearest[gap < dist2] = j
+            np.minimum(dist2, gap, out=dist2)
+    # Each draw's count goes to its nearest centre: one product per centre, cheaper than
+    # np.add.at or a product with a (S, M, K) one-hot array.
+    weights = np.empty((n_seeds, n_components))
+    for j in range(n_components):
+        weights[:, j] = (nearest == j) @ counts
     np.maximum(starts, EPS, out=starts)
     np.minimum(starts, 1 - EPS, out=starts)
     return starts, _normalise(weights)
@@ -50,16 +67,20 @@ def random_seeds(
     n_components: int, n_seeds: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Uniform thetas and Dirichlet(1) weights, one seed per row; shapes (n_seeds, K)."""
-    thetas = rng.uniform(0.0, 1.0, size=(n_seeds, n_components))
+    thetas = rng.random((n_seeds, n_components))
     weights = rng.dirichlet(np.ones(n_components), size=n_seeds)
-    return np.clip(thetas, EPS, 1 - EPS), _normalise(weights)
+    np.maximum(thetas, EPS, out=thetas)
+    np.minimum(thetas, 1 - EPS, out=thetas)
+    return thetas, _normalise(weights)
 
 
 def _pick(score: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sample one column per row with probability proportional to ``score`` (S, M)."""
-    cum = np.cumsum(score, axis=1)
-    u = rng.uniform(size=score.shape[0]) * cum[:, -1]
-    return np.minimum((cum <= u[:, None]).sum(axis=1), score.shape[1] - 1)
+    cum = np.add.accumulate(score, 1)
+    u = rng.random(score.shape[0]) * cum[:, -1]
+    # The number of cumulative scores at or below u is the picked column.
+    below = (cum <= u[:, None]) @ np.ones(score.shape[1])
+    return np.minimum(below.astype(np.int64), score.shape[1] - 1)
 
 
 def _normalise(weights: np.ndarray) -> np.ndarray:
@@ -82,12 +103,16 @@ def boundary_starts(
     in it, and EM leaves such a start slowly, so it is only kept when it scores best.
     Shapes: ``thetas``, ``weights`` (S, K). Only sides that some draw could come from are used.
     """
+    n_seeds, k = thetas.shape
+    if k < 2:
+        return
     zero = table.counts[table.heads == 0].sum()
     full = table.counts[table.heads == table.trials].sum()
     sides = [(s, m) for s, m in ((0, zero), (1, full)) if m > 0]
-    n_seeds, k = thetas.shape
-    chosen = np.flatnonzero(rng.uniform(size=n_seeds) < share)
-    if not sides or k < 2 or chosen.size == 0:
+    if not sides:
+        return
+    chosen = (rng.random(n_seeds) < share).nonzero()[0]
+    if chosen.size == 0:
         return
     side = rng.integers(len(sides), size=chosen.size)
     upper = np.array([s for s, _ in sides])[side] == 1  # (C,): the coin goes to 1, else 0

@@ -14,23 +14,6 @@ import numpy as np
 from shared.estimation._counts import CountTable
 
 
-def score_and_hessian(
-    table: CountTable,
-    resp: np.ndarray,
-    thetas: np.ndarray,
-    weights: np.ndarray,
-    learn: bool,
-    sums: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient (R, P) and Hessian (R, P, P) of the log-likelihood.
-
-    Shapes: ``resp`` (R, K, M) are the posteriors at ``thetas``, ``weights`` (R, K);
-    ``sums`` (R, K, 6) is ``resp @ table.stats_t`` when the caller already has it.
-    """
-    grad, info = score_and_information(table, resp, thetas, weights, learn, sums)
-    return grad, np.negative(info, out=info)
-
-
 def score_and_information(
     table: CountTable,
     resp: np.ndarray,
@@ -40,39 +23,38 @@ def score_and_information(
     sums: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gradient (R, P) and observed information (minus the Hessian, (R, P, P))."""
-    if sums is None:
-        sums = resp @ table.stats_t
     n_runs, k, m = resp.shape
+    if sums is None:
+        sums = (resp.reshape(n_runs * k, m) @ table.stats_t).reshape(n_runs, k, -1)
     p = 2 * k - 1 if learn and k > 1 else k
     u = 1.0 - thetas
     u *= thetas  # theta (1 - theta), (R, K)
-    th = thetas[:, :, None]
     # Each pair's score: resp (h - n theta) / u for the thetas, resp_j / w_j - resp_K / w_K
     # for the weights; the information is sum_m c g g^T minus the second derivatives.
     g = np.empty((n_runs, p, m))
     g_th = g[:, :k]
-    np.multiply(table.design_n, th, out=g_th)
+    np.multiply(table.design_n, thetas[:, :, None], out=g_th)
     np.subtract(table.design_t[0], g_th, out=g_th)
     g_th *= resp
     g_th /= u[:, :, None]
     if p > k:
-        inv_w = 1.0 / weights
-        np.multiply(resp[:, :-1], inv_w[:, :-1, None], out=g[:, k:])
-        g[:, k:] -= resp[:, -1:] * inv_w[:, -1:, None]
+        share = resp / weights[:, :, None]
+        np.subtract(share[:, :-1], share[:, -1:], out=g[:, k:])
     gc = g * table.counts
     info = gc @ g.transpose(0, 2, 1)
-    grad = gc.sum(axis=2)
+    grad = np.add.reduce(gc, 2)
     # d2 log f / d theta2 + (d log f / d theta)^2 = (h(h-1) - 2h(n-1) theta + n(n-1) theta^2) / u^2
     curv = sums[:, :, 5] * thetas
-    curv -= 2.0 * sums[:, :, 4]
+    curv -= sums[:, :, 4]
     curv *= thetas
     curv += sums[:, :, 3]
-    curv /= u * u
+    u *= u
+    curv /= u
     flat = info.reshape(n_runs, p * p)
     flat[:, : k * (p + 1) : p + 1] -= curv
     if p > k:
         # d2 log p / d theta_k d w_j = (score of theta_k) / w_k (delta_kj - delta_kK).
-        q = grad[:, :k] * inv_w
+        q = grad[:, :k] / weights
         flat[:, k : k + (k - 1) * (p + 1) : p + 1] -= q[:, :-1]
         info[:, k - 1, k:] += q[:, -1:]
         info[:, k:, :k] = info[:, :k, k:].transpose(0, 2, 1)
@@ -99,15 +81,22 @@ def steps_from_information(
     ("saddle-free" Newton); the caller keeps a step only if the likelihood rises.
     ``damping`` (R,), in units of each run's largest absolute eigenvalue, is added to
     every eigenvalue (Levenberg-Marquardt), shortening the step towards the gradient.
+    A run whose information is singular (an eigenvalue below 1e-12 of the largest) gets
+    a NaN step. Undamped steps with every parameter free come from a Cholesky factor and a
+    solve when the batch allows it (see :func:`_steps_if_definite`).
     """
     n_runs, p = grad.shape
+    if damping is None and free is None:
+        steps = _steps_if_definite(grad, info)
+        if steps is not None:
+            return steps
     if free is not None and not free.all():
         fixed = ~free
         info[fixed[:, :, None] | fixed[:, None, :]] = 0.0
         info[:, np.arange(p), np.arange(p)] += fixed
         grad = np.where(free, grad, 0.0)
     # One sum tells whether everything is finite (inf - inf and NaN both propagate).
-    if not np.isfinite(info.sum() + grad.sum()):
+    if not np.isfinite(np.add.reduce(info, None) + np.add.reduce(grad, None)):
         good = np.isfinite(info).all(axis=(1, 2)) & np.isfinite(grad).all(axis=1)
         steps = np.full((n_runs, p), np.nan)
         if good.any():
@@ -128,3 +117,29 @@ def steps_from_information(
     if not all_usable:
         steps[~usable] = np.nan
     return steps
+
+
+def _steps_if_definite(grad: np.ndarray, info: np.ndarray) -> np.ndarray | None:
+    """Undamped Newton steps info^-1 grad (R, P) when every run's information is positive
+    definite and well conditioned, else None.
+
+    Near a maximum this is the usual case, and a Cholesky factor and a solve cost less
+    than the eigendecomposition they replace (the steps agree: every eigenvalue is
+    positive). The squared pivots of the factor lie between the smallest and the largest
+    eigenvalue, so a spread of more than 1e12 among them (or a NaN) leaves the batch to the
+    eigendecomposition, which makes a singular run's step NaN; a nearly singular run the
+    pivots miss gets its solve step, kept, like any step, only if the likelihood does not
+    fall.
+    """
+    try:
+        lower = np.linalg.cholesky(info)
+    except np.linalg.LinAlgError:
+        return None
+    pivots = lower.reshape(lower.shape[0], -1)[:, :: lower.shape[1] + 1]
+    np.multiply(pivots, pivots, out=pivots)
+    if not np.minimum.reduce(pivots, None) > 1e-12 * np.maximum.reduce(pivots, None):
+        return None
+    try:
+        return np.linalg.solve(info, grad[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        return None

@@ -73,6 +73,8 @@ def check_draws(
     Cheaper than :func:`check_counts` on large data: one flip count for all draws stays an
     int, and the bounds are checked in one pass (as unsigned, a negative count is huge).
     ``sample_weight`` holds each draw's integer multiplicity (>= 0, not all zero) or None.
+    The estimators check and tally draws in one pass with ``_counts.tally_draws``, which
+    calls this only to name the first bad entry of input that failed its checks.
     """
     heads_arr = _as_count_array(heads, "heads")
     if heads_arr.ndim != 1:

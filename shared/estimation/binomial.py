@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import math
 import numbers
-import statistics
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +17,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from shared.draws import parse_flip_strings
-from shared.estimation._counts import CountTable, log_binomial_coefficient, tally
+from shared.estimation._counts import CountTable, log_binomial_coefficient, tally_draws
 from shared.estimation._em import (
     EPS,
     WEIGHT_FLOOR,
@@ -35,7 +35,6 @@ from shared.estimation._information import (
 from shared.estimation._init import boundary_starts, kmeans_seeds, random_seeds
 from shared.estimation._validation import (
     check_counts,
-    check_draws,
     check_n_components,
     check_positive_int,
     check_sample_weight,
@@ -62,6 +61,15 @@ _SNAP = 1e-4
 # Restarts whose log-likelihood is within this of the best count as reaching it.
 _SAME_MAXIMUM = 1e-6
 _ACCELERATIONS = ("squarem", "none")
+_RESTART_KEYS = (
+    "initial_thetas",
+    "initial_weights",
+    "thetas",
+    "weights",
+    "log_likelihood",
+    "n_iter",
+    "converged",
+)
 
 
 @dataclass(frozen=True)
@@ -96,16 +104,19 @@ class BinomialMixture(BaseEstimator):
     heads or draws); a theta on 0 or 1 or a weight at its floor is not free and only needs
     a gradient pointing outwards. Under SQUAREM one iteration is one cycle of two EM
     steps, an extrapolation and a stabilising EM step (falling back to plain EM when the
-    extrapolation loses likelihood), followed from iteration 4 by a damped Newton step kept
-    only if it raises the likelihood; while full Newton steps keep succeeding, an iteration
-    is the Newton step alone. ``n_iter_`` counts these iterations (plain EM steps with
-    ``acceleration="none"``) and ``n_em_steps_`` the EM and Newton steps. ``tol=0`` runs exactly
-    ``max_iter`` iterations. A run stopped by ``max_iter`` has ``converged_=False`` and warns.
+    extrapolation loses likelihood), followed from iteration 4 (after a screen, see below,
+    from the second iteration after it) by a damped Newton step kept only if it does not
+    lower the likelihood; while full Newton steps keep succeeding, an iteration is the
+    Newton step alone. ``n_iter_`` counts these iterations (plain EM steps with
+    ``acceleration="none"``) and ``n_em_steps_`` the EM and Newton steps. ``tol=0`` runs
+    exactly ``max_iter`` iterations. A run stopped by ``max_iter`` has
+    ``converged_=False`` and warns.
 
     With ``"kmeans"`` or ``"random"``, each of the ``n_init`` restarts is the survivor of
     a screen: ten times as many short runs (at least 50; a fifth of them with one coin on
     the boundary) take 5 plain EM steps together, and the best run of each distinct basin,
-    then the next best, go on to convergence. ``restarts_`` describes the survivors.
+    then the next best, go on to convergence from where the screen left them (a screen's
+    steps count as iterations). ``restarts_`` describes the survivors.
 
     Fitted attributes: ``thetas_`` (ascending), ``weights_``, ``log_likelihood_`` (total,
     with binomial coefficients), ``n_iter_``, ``n_em_steps_``, ``converged_``,
@@ -157,8 +168,12 @@ class BinomialMixture(BaseEstimator):
         ``sample_weight`` gives each draw's integer multiplicity (e.g. the count column of
         ``[heads, flips, count]`` rows); the draws are never expanded.
         """
-        heads_arr, trials_arr, weight = check_draws(heads, trials, sample_weight)
-        table = tally(heads_arr, trials_arr, weight)
+        self._fit_table(tally_draws(heads, trials, sample_weight))
+        self._warn_unless_converged(stacklevel=3)
+        return self
+
+    def _fit_table(self, table: CountTable) -> BinomialMixture:
+        """Fit to the distinct pairs of ``table`` (without the convergence warning)."""
         k = check_n_components(self.n_components, table.max_trials)
         if table.n_pairs < k:
             raise ValueError(
@@ -181,14 +196,19 @@ class BinomialMixture(BaseEstimator):
         }
         runs, starts = self._run(table, init_thetas, init_weights, n_fixed, max_iter, settings)
         self._store(table, runs, init_thetas[starts], init_weights[starts], learn)
+        return self
+
+    def _warn_unless_converged(self, stacklevel: int) -> None:
+        """Warn, with ``stacklevel`` counted from here, when the best run did not converge."""
         if not self.converged_:
+            max_iter = check_positive_int(self.max_iter, "max_iter")
+            tol, gtol = self._check_tolerance("tol"), self._check_tolerance("gtol")
             warnings.warn(
                 f"EM did not converge in max_iter={max_iter} iterations (tol={tol}, "
                 f"gtol={gtol}); increase max_iter or tol",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=stacklevel,
             )
-        return self
 
     def fit_flips(self, draws: Sequence[str]) -> BinomialMixture:
         """Fit to flip strings such as ``"HTTH"`` (H/T, any case), one string per draw."""
@@ -271,14 +291,13 @@ class BinomialMixture(BaseEstimator):
 
         Uses this estimator's settings apart from ``n_components`` and leaves it unfitted.
         """
-        heads_arr, trials_arr, weight = check_draws(heads, trials, sample_weight)
-        table = tally(heads_arr, trials_arr, weight)
+        table = tally_draws(heads, trials, sample_weight)
         top = component_limit(max_components, n_pairs=table.n_pairs, max_trials=table.max_trials)
         bics: dict[int, float] = {}
         icls: dict[int, float] = {}
         for k in range(1, top + 1):
             model = self.__class__(**{**self.get_params(), "n_components": k})
-            model.fit(heads_arr, trials_arr, weight)
+            model._fit_table(table)._warn_unless_converged(stacklevel=3)
             bics[k], icls[k] = model.bic_, model.icl_
         best = min(bics, key=lambda k: (bics[k], k))
         return (best, bics, icls) if return_icl else (best, bics)
@@ -428,7 +447,7 @@ class BinomialMixture(BaseEstimator):
     ) -> None:
         """Set the fitted attributes from the finished runs."""
         _snap_to_boundary(table, runs)
-        best = int(np.argmax(runs.log_likelihood))
+        best = int(runs.log_likelihood.argmax())
         # A converged run already has a tiny gradient; Newton pays for the others.
         if self.acceleration == "squarem" and not runs.converged[best]:
             runs.thetas[best], runs.weights[best], runs.log_likelihood[best] = newton_polish(
@@ -453,41 +472,39 @@ class BinomialMixture(BaseEstimator):
             "log_likelihood": self.log_likelihood_history_.copy(),
             "thetas": runs.theta_history[: self.n_iter_, best][:, order[best]],
         }
+        lls = runs.log_likelihood.tolist()
         columns = zip(
             init_thetas.tolist(),
             init_weights.tolist(),
             thetas.tolist(),
             weights.tolist(),
-            runs.log_likelihood.tolist(),
+            lls,
             runs.n_iter.tolist(),
             runs.converged.tolist(),
             strict=True,
         )
-        keys = (
-            "initial_thetas",
-            "initial_weights",
-            "thetas",
-            "weights",
-            "log_likelihood",
-            "n_iter",
-            "converged",
-        )
-        self.restarts_ = [dict(zip(keys, values, strict=True)) for values in columns]
-        self.restart_summary_ = _restart_summary(runs.log_likelihood)
-        self.averaged_thetas_ = thetas.mean(axis=0)
-        self.averaged_weights_ = weights.mean(axis=0)
-        self.averaged_std_ = thetas.std(axis=0)
+        self.restarts_ = [dict(zip(_RESTART_KEYS, values, strict=True)) for values in columns]
+        self.restart_summary_ = _restart_summary(lls)
+        n_runs = thetas.shape[0]
+        self.averaged_thetas_ = np.add.reduce(thetas, 0) / n_runs
+        self.averaged_weights_ = np.add.reduce(weights, 0) / n_runs
+        # numpy's std, without its Python layer: the root mean square deviation.
+        spread = thetas - self.averaged_thetas_
+        np.multiply(spread, spread, out=spread)
+        self.averaged_std_ = np.sqrt(np.add.reduce(spread, 0) / n_runs)
         # One E-step at the fit serves the standard errors and the ICL.
         resp = e_step(table, self.thetas_[None, :], np.log(self.weights_)[None, :])[0]
         info = information_from_posterior(table, resp, self.thetas_, self.weights_, learn)
         self.standard_errors_ = errors_from_information(info, self.thetas_)
         self.n_draws_ = table.n_draws
-        self.pairs_ = np.column_stack(
-            (table.heads, table.trials, np.rint(table.counts).astype(np.int64))
-        )
-        resp = resp[0].T
-        self.bic_ = float(-2 * self.log_likelihood_ + self.n_parameters_ * np.log(table.n_draws))
-        self.icl_ = self.bic_ + 2.0 * classification_entropy(resp, table.counts)
+        pairs = np.empty((table.n_pairs, 3), dtype=np.int64)
+        pairs[:, 0], pairs[:, 1] = table.heads, table.trials
+        np.rint(table.counts, out=pairs[:, 2], casting="unsafe")
+        self.pairs_ = pairs
+        k = self.thetas_.size
+        n_parameters = 2 * k - 1 if learn else k
+        self.bic_ = float(-2 * self.log_likelihood_ + n_parameters * np.log(table.n_draws))
+        self.icl_ = self.bic_ + 2.0 * classification_entropy(resp[0].T, table.counts)
 
     def _log_joint(self, heads: np.ndarray, trials: np.ndarray) -> np.ndarray:
         """log(weight_k) + log binomial pmf for each draw and coin; shape (N, K)."""
@@ -533,21 +550,23 @@ def _generator(random_state: Any) -> np.random.Generator:
     return np.random.default_rng(int(state.randint(np.iinfo(np.int32).max)))
 
 
-def _restart_summary(log_likelihoods: np.ndarray) -> dict[str, Any]:
+def _restart_summary(log_likelihoods: Sequence[float]) -> dict[str, Any]:
     """How many restarts reached the best log-likelihood (within 1e-6) and their spread."""
-    ll = np.asarray(log_likelihoods, dtype=np.float64)
     # Python on the few restarts: each numpy reduction costs more than the arithmetic.
-    values = ll.tolist()
-    best, worst = max(values), min(values)
+    values = sorted(float(v) for v in log_likelihoods)
+    n = len(values)
+    best, worst = values[-1], values[0]
+    half = n // 2
+    mean = sum(values) / n
     return {
-        "n_restarts": len(values),
+        "n_restarts": n,
         "n_at_best": sum(v >= best - _SAME_MAXIMUM for v in values),
         "tolerance": _SAME_MAXIMUM,
         "best": best,
         "worst": worst,
-        "median": statistics.median(values),
+        "median": values[half] if n % 2 else (values[half - 1] + values[half]) / 2,
         "spread": best - worst,
-        "std": float(ll.std()),
+        "std": math.sqrt(sum((v - mean) ** 2 for v in values) / n),
     }
 
 
@@ -559,18 +578,23 @@ def _diverse_best(runs: Runs, n_keep: int, n_fixed: int = 0) -> np.ndarray:
     heading for one worse point; keeping one run per basin keeps it in the race.
     """
     ll = runs.log_likelihood
-    key = np.sort(runs.thetas, axis=1)
+    # Sorted thetas, one row per coin: a run's basin is every run within _SAME_BASIN of it
+    # in all of them.
+    key = np.sort(runs.thetas, axis=1).T.copy()  # (K, R)
     open_ll = ll.copy()
     open_ll[:n_fixed] = -np.inf
     chosen: list[int] = list(range(n_fixed))
     while len(chosen) < n_keep:
-        pick = int(np.argmax(open_ll))
+        pick = int(open_ll.argmax())
         if open_ll[pick] == -np.inf:
             break
         chosen.append(pick)
-        # Close the picked run's basin: every run within _SAME_BASIN in all sorted thetas.
-        near = np.abs(key - key[pick]).max(axis=1) <= _SAME_BASIN
-        open_ll[near] = -np.inf
+        gap = key - key[:, pick : pick + 1]
+        np.abs(gap, out=gap)
+        widest = gap[0]
+        for row in gap[1:]:
+            np.maximum(widest, row, out=widest)
+        open_ll[widest <= _SAME_BASIN] = -np.inf
     if len(chosen) < n_keep:
         taken = np.zeros(ll.size, dtype=bool)
         taken[chosen] = True
@@ -582,7 +606,11 @@ def _diverse_best(runs: Runs, n_keep: int, n_fixed: int = 0) -> np.ndarray:
 
 def _snap_to_boundary(table: CountTable, runs: Runs) -> None:
     """Move thetas near 0 or 1 onto the boundary when that does not lower the likelihood."""
-    for j in range(runs.thetas.shape[1]):
+    thetas = runs.thetas
+    # One test over all runs settles the usual case of no theta near the boundary.
+    if thetas.min() - EPS >= _SNAP and (1 - EPS) - thetas.max() >= _SNAP:
+        return
+    for j in range(thetas.shape[1]):
         col = runs.thetas[:, j]
         target = np.where(col < 0.5, EPS, 1 - EPS)
         near = (np.abs(col - target) < _SNAP) & (col != target)

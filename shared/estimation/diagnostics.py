@@ -8,13 +8,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.special import xlogy
 from scipy.stats import norm
 
-from shared.estimation._validation import (
-    check_draws,
-    check_positive_int,
-    max_identifiable_components,
-)
+from shared.estimation._counts import tally_draws
+from shared.estimation._validation import check_positive_int, max_identifiable_components
 
 # Components count as duplicates when their thetas lie closer than this.
 THETA_TOLERANCE = 1e-3
@@ -51,11 +49,11 @@ def tarone_test(
 
     ``sample_weight`` gives each row's integer multiplicity; ``level`` is the test's size.
     """
-    h, n, weight = check_draws(heads, trials, sample_weight)
-    c = np.ones(h.size) if weight is None else weight
-    hf = h.astype(np.float64)
-    nf = np.broadcast_to(np.asarray(n, dtype=np.float64), hf.shape)
-    total_flips = float(c @ nf)
+    # Over the distinct pairs with their counts: the same sums as over the draws.
+    table = tally_draws(heads, trials, sample_weight)
+    c, nf = table.counts, table.design_n
+    hf = table.design_t[0]
+    total_flips = table.n_flips
     p = float(c @ hf) / total_flips
     spread = float(c @ (nf * (nf - 1.0)))
     if not 0.0 < p < 1.0 or spread <= 0.0:
@@ -69,9 +67,9 @@ def tarone_test(
 def classification_entropy(posterior: np.ndarray, counts: np.ndarray) -> float:
     """-sum_i c_i sum_k tau_ik log tau_ik for posteriors ``posterior`` (M, K), counts (M,)."""
     tau = np.asarray(posterior, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(tau > 0, tau * np.log(tau), 0.0)
-    return float(-(np.asarray(counts, dtype=np.float64) @ terms.sum(axis=1)))
+    # xlogy: 0 log 0 = 0 without a warning to silence.
+    terms = xlogy(tau, tau)
+    return float(-(np.asarray(counts, dtype=np.float64) @ np.add.reduce(terms, 1)))
 
 
 def icl(bic: float, posterior: np.ndarray, counts: np.ndarray) -> float:
