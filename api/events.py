@@ -111,7 +111,9 @@ def document(spec, events_url: str = "") -> None:
         "summary": "Follow a job's status and progress as Server-Sent Events.",
         "description": (
             "`text/event-stream` of `status` events (`{\"status\": ...}`) and `progress` "
-            "events (`{\"draws_fetched\", \"draws_total\"}`), each with an increasing `id`, "
+            "events (`{\"draws_fetched\", \"draws_total\"}`, and while a bootstrap or a "
+            "components test runs `\"replicates\": {\"analysis\", \"stage\", \"done\", "
+            "\"total\"}` as in the job's `progress`), each with an increasing `id`, "
             "from the job's creation; then one `done` event, without an id, whose data is "
             "the whole job as `GET /jobs/{job_id}` answers it, and the stream ends. A "
             f"comment `: keep-alive` is sent after {KEEPALIVE_SECONDS:g} s without an event. "

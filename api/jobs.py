@@ -104,6 +104,18 @@ _EXAMPLES = {
         "value": {"counts": [[2, 12, 24], [6, 12, 1343], [10, 12, 181]],
                   "n_components": "auto", "max_components": 3},
     },
+    "bootstrap": {
+        "summary": "95% bootstrap intervals for EM's thetas and weights (2,000 refits)",
+        "value": {"counts": [[3, 10, 120], [4, 10, 160], [7, 10, 150], [8, 10, 110]],
+                  "methods": ["em"], "seed": 7,
+                  "bootstrap": {"replicates": 2000, "kind": "nonparametric", "level": 0.95}},
+    },
+    "test_components": {
+        "summary": "K chosen by a bootstrap likelihood-ratio test of k against k+1 coins",
+        "value": {"counts": [[3, 10, 120], [4, 10, 160], [7, 10, 150], [8, 10, 110]],
+                  "n_components": "auto", "seed": 7,
+                  "test_components": {"max_components": 4, "replicates": 99}},
+    },
 }
 _IDEMPOTENCY_KEY = "Idempotency-Key"
 

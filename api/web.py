@@ -52,6 +52,7 @@ def page() -> Response:
         default_source=default_source,
         max_components=settings.max_components,
         max_restarts=settings.max_restarts,
+        max_replicates=settings.max_replicates,
         methods=METHODS,
         # The page learns which statuses end a job from the API, not from a copy of its own.
         final_statuses=json.dumps(sorted(FINAL_STATUSES)),

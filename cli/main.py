@@ -113,20 +113,82 @@ def _fixed(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _interval(intervals: list[list[float | None]], i: int) -> str:
+    # The API sends no intervals at all when every replicate failed.
+    if i >= len(intervals):
+        return "n/a"
+    low, high = intervals[i]
+    return f"[{_fixed(low)}, {_fixed(high)}]"
+
+
+def _percent(level: float) -> str:
+    return f"{level * 100:g}%"
+
+
 def result_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
-    """Rows of method, coin, bias or mean, weight, standard error or sigma."""
+    """Rows of method, coin, bias or mean, weight, standard error or sigma; with EM's
+    bootstrap, each bias and weight is followed by its interval (blank for GMM)."""
     rows = []
     em = result.get("em")
+    boot = (em or {}).get("bootstrap")
     if em:
         for i, theta in enumerate(em["thetas"]):
-            rows.append(("EM", str(i + 1), _fixed(theta), _fixed(em["weights"][i]),
-                         _fixed(em["standard_errors"][i])))
+            cells = ["EM", str(i + 1), _fixed(theta), _fixed(em["weights"][i]),
+                     _fixed(em["standard_errors"][i])]
+            if boot:
+                cells[3:3] = [_interval(boot["thetas"], i)]
+                cells[5:5] = [_interval(boot["weights"], i)]
+            rows.append(tuple(cells))
     gmm = result.get("gmm")
     if gmm:
         for i, mean in enumerate(gmm["means"]):
-            rows.append(("GMM", str(i + 1), _fixed(mean), _fixed(gmm["weights"][i]),
-                         _fixed(gmm["stds"][i])))
+            cells = ["GMM", str(i + 1), _fixed(mean), _fixed(gmm["weights"][i]),
+                     _fixed(gmm["stds"][i])]
+            if boot:
+                cells[3:3] = [""]
+                cells[5:5] = [""]
+            rows.append(tuple(cells))
     return rows
+
+
+def result_header(result: dict[str, Any]) -> tuple[str, ...]:
+    """The estimates table's column names, matching :func:`result_rows`."""
+    boot = (result.get("em") or {}).get("bootstrap")
+    if not boot:
+        return ("method", "coin", "bias/mean", "weight", "std err/sigma")
+    interval = f"{_percent(boot['level'])} interval"
+    return ("method", "coin", "bias/mean", interval, "weight", interval, "std err/sigma")
+
+
+def bootstrap_lines(boot: dict[str, Any]) -> list[str]:
+    """What the intervals rest on: how many replicates, and how many could not be used
+    plainly."""
+    return [
+        f"intervals: {_percent(boot['level'])} percentile, from {boot['replicates']} "
+        f"{boot['kind']} bootstrap replicates",
+        f"  {boot['failed']} failed to fit; {boot['ambiguous']} ambiguous (two ways of matching "
+        "their coins to the fit's were almost equally good)",
+    ]
+
+
+def components_test_lines(test: dict[str, Any], *, fitted: bool) -> list[str]:
+    """The bootstrap likelihood-ratio tests of k against k+1 coins, and the K they select."""
+    rows = [("coins", "statistic", "p-value", "")]
+    for item in test["tests"]:
+        k = item["k"]
+        rows.append((f"{k} vs {k + 1}", f"{item['statistic']:.2f}", f"{item['p_value']:.3f}",
+                     "selected" if k == test["selected"] else ""))
+    if any(item["k"] == test["selected"] for item in test["tests"]):
+        why = "the first test not significant at 0.05"
+    else:
+        why = "every test up to the largest K allowed was significant at 0.05"
+    return [
+        f"number of coins by bootstrap likelihood-ratio tests ({test['replicates']} replicates "
+        "each):",
+        *_table(rows),
+        f"selected: {test['selected']} coins, {why} "
+        f"({'fitted' if fitted else 'reported only; the fit keeps its K'})",
+    ]
 
 
 # Posterior rows the CLI prints; `emcoins result --json` or the API gives them all.
@@ -136,19 +198,26 @@ POSTERIOR_ROWS_SHOWN = 15
 def format_result(job: dict[str, Any]) -> str:
     """A finished job's estimates and diagnostics as aligned text tables."""
     result = job["result"]
-    header = ("method", "coin", "bias/mean", "weight", "std err/sigma")
     lines = [
         f"job {job['id']}: {job['progress']['draws_total']} draws, "
         f"{result['n_components']} coins"
     ]
-    lines += _table([header, *result_rows(result)])
+    lines += _table([result_header(result), *result_rows(result)])
+    em = result.get("em")
+    if em and em.get("bootstrap"):
+        lines += bootstrap_lines(em["bootstrap"])
+    test = result.get("components_test")
+    # With K "auto", the test's K is the one fitted (the service's rule), not BIC's.
+    auto = (job.get("spec") or {}).get("n_components") == "auto"
     if result.get("bic"):
         rows = [("K", "BIC", "ICL")]
         for k, bic in result["bic"].items():
             icl = (result.get("icl") or {}).get(k)
             rows.append((k, f"{bic:.1f}", "n/a" if icl is None else f"{icl:.1f}"))
-        lines += ["", "choosing K (lower is better; K is chosen by BIC):", *_table(rows)]
-    em = result.get("em")
+        chooser = "the test below" if test and auto else "BIC"
+        lines += ["", f"choosing K (lower is better; K is chosen by {chooser}):", *_table(rows)]
+    if test:
+        lines += ["", *components_test_lines(test, fitted=auto)]
     if em:
         lines += ["", *em_work(em)]
     for method, error in (result.get("errors") or {}).items():
@@ -190,8 +259,68 @@ def em_work(em: dict[str, Any]) -> list[str]:
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join([row[0].ljust(widths[0])]
-                      + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)])
+                      + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]).rstrip()
             for row in rows]
+
+
+def _replicates(progress: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``{done, total, analysis}`` count of a job's progress or of a progress event,
+    which may carry it bare."""
+    if not progress:
+        return None
+    if "analysis" in progress and "done" in progress:
+        return progress
+    return progress.get("replicates")
+
+
+def analysis_name(replicates: dict[str, Any]) -> str:
+    """``bootstrap``, or ``test of 1 vs 2 coins`` for a stage of the components test."""
+    if replicates["analysis"] == "components_test":
+        k = replicates.get("stage")
+        return f"test of {k} vs {k + 1} coins" if k else "components test"
+    return replicates["analysis"]
+
+
+def replicates_text(progress: dict[str, Any]) -> str:
+    """``bootstrap: 120/2000 replicates``, or empty when the job has no replicates to run."""
+    replicates = _replicates(progress)
+    if not replicates:
+        return ""
+    return f"{analysis_name(replicates)}: {replicates['done']}/{replicates['total']} replicates"
+
+
+class ReplicateBars:
+    """Progress bars on stderr of the replicates done, one per analysis (and per stage of
+    the components test, whose count starts again at each k)."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._analysis: tuple[str, int | None, int] | None = None
+        self._shown = 0
+
+    def update(self, progress: dict[str, Any] | None) -> None:
+        """Move the bar to the progress given (a job's, or a progress event's data)."""
+        replicates = _replicates(progress)
+        if not replicates:
+            return
+        analysis = (replicates["analysis"], replicates.get("stage"), replicates["total"])
+        done = replicates["done"]
+        if analysis != self._analysis or done < self._shown:
+            self.close()
+            self._bar = click.progressbar(length=max(replicates["total"], 1),
+                                          label=f"{analysis_name(replicates)}: replicates",
+                                          file=sys.stderr, show_pos=True)
+            self._bar.__enter__()
+            self._analysis, self._shown = analysis, 0
+        if done > self._shown:
+            self._bar.update(done - self._shown)
+            self._shown = done
+
+    def close(self) -> None:
+        """End the bar on show, if any."""
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+        self._bar, self._analysis, self._shown = None, None, 0
 
 
 def _final_or_fail(job: dict[str, Any]) -> dict[str, Any]:
@@ -235,11 +364,17 @@ def _wait_fit(client: Client, job: dict, *, deadline: float, timeout: float,
     job_id = job["id"]
     if job["status"] not in FINAL:
         click.echo("fitting...", err=True)
-    while job["status"] not in FINAL:
-        if time.monotonic() > deadline:
-            raise ClientError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
-        time.sleep(interval)
-        job = client.job(job_id)
+    bars = ReplicateBars()
+    try:
+        while job["status"] not in FINAL:
+            bars.update(job["progress"])
+            if time.monotonic() > deadline:
+                raise ClientError(f"job {job_id} still {job['status']} after {timeout:.0f} s")
+            time.sleep(interval)
+            job = client.job(job_id)
+        bars.update(job["progress"])
+    finally:
+        bars.close()
     return job
 
 
@@ -270,7 +405,7 @@ def follow_job(client: Client, job_id: str, *, timeout: float) -> dict:
             for event in stream:
                 if event.name == "done":
                     return event.data
-                if event.name == "progress":
+                if event.name == "progress" and "draws_fetched" in event.data:
                     bar.update(event.data["draws_fetched"] - shown)
                     shown = event.data["draws_fetched"]
                 elif event.name == "status":
@@ -279,9 +414,15 @@ def follow_job(client: Client, job_id: str, *, timeout: float) -> dict:
                     break
     if status not in FINAL:
         click.echo("fitting...", err=True)
-    for event in stream:
-        if event.name == "done":
-            return event.data
+    bars = ReplicateBars()
+    try:
+        for event in stream:
+            if event.name == "done":
+                return event.data
+            if event.name == "progress":
+                bars.update(event.data)
+    finally:
+        bars.close()
     raise ClientError(f"the event stream of job {job_id} ended without the job")
 
 
@@ -292,6 +433,24 @@ def _follow_until_stopped(client: Client, job_id: str, *, timeout: float) -> dic
         raise click.ClickException(
             f"stopped waiting; job {job_id} goes on (emcoins cancel {job_id} stops it)"
         ) from None
+
+
+def _add_analysis(body: dict[str, Any], field: str, options: dict[str, tuple[str, Any]], *,
+                  needs: str) -> None:
+    """Put the options typed for one analysis (``{field: (option, value)}``) into the
+    request, over a request file's own. Without the option that asks for the analysis
+    (``needs``) here or in the file, the others are a usage error."""
+    given = {name: value for name, (_, value) in options.items() if value is not None}
+    if not given:
+        return
+    analysis = body.get(field)
+    if not isinstance(analysis, dict):
+        if needs not in given:
+            typed = " and ".join(options[name][0] for name in given)
+            verb = "needs" if len(given) == 1 else "need"
+            raise click.UsageError(f"{typed} {verb} {options[needs][0]}")
+        analysis = {}
+    body[field] = {**analysis, **given}
 
 
 @cli.command()
@@ -308,7 +467,8 @@ def _follow_until_stopped(client: Client, job_id: str, *, timeout: float) -> dic
               help="A whole POST /jobs body as JSON (e.g. examples/geissler_counts.json); "
                    "fit options given on the command line replace its own.")
 @click.option("--components", type=_Components(), default=2, show_default=True,
-              help='Number of coins, or "auto" to choose it by BIC.')
+              help='Number of coins, or "auto" to choose it by BIC (by the test with '
+                   '--test-components).')
 @click.option("--max-components", type=click.IntRange(min=1), default=None,
               help="Largest K tried with --components auto.")
 @click.option("--restarts", type=click.IntRange(min=1), default=10, show_default=True)
@@ -316,12 +476,27 @@ def _follow_until_stopped(client: Client, job_id: str, *, timeout: float) -> dic
               show_default=True)
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None,
               help="Makes the fits repeatable.")
+@click.option("--bootstrap", "bootstrap_replicates", type=click.IntRange(min=1), default=None,
+              metavar="B", help="Bootstrap intervals for EM's biases and weights, from B refits "
+                                "of resampled draws.")
+@click.option("--bootstrap-kind", type=click.Choice(["parametric", "nonparametric"]),
+              default=None, help="Resample the draws themselves (nonparametric) or simulate "
+                                 "them from the fit (parametric); default: the API's.")
+@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None, help="Confidence level of the bootstrap intervals; default: the "
+                                 "API's (0.95).")
+@click.option("--test-components", type=click.IntRange(min=2), default=None, metavar="K",
+              help="Test k against k+1 coins by a bootstrap likelihood ratio, from k=1 up to "
+                   "at most K coins.")
+@click.option("--test-replicates", type=click.IntRange(min=1), default=None, metavar="B",
+              help="Bootstrap replicates per test of --test-components.")
 @click.option("--wait", is_flag=True, help="Show progress, then print the result table.")
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Seconds to wait with --wait.")
 @click.pass_obj
 def submit(client: Client, source, draws, draws_file, counts_file, request_file, components,
-           max_components, restarts, weights, seed, wait, timeout) -> None:
+           max_components, restarts, weights, seed, bootstrap_replicates, bootstrap_kind, level,
+           test_components, test_replicates, wait, timeout) -> None:
     """Submit a job; print its id (or, with --wait, its result)."""
     given = [name for name, value in (("--source", source), ("--file", draws_file),
                                       ("--counts", counts_file), ("--request", request_file))
@@ -347,6 +522,15 @@ def submit(client: Client, source, draws, draws_file, counts_file, request_file,
         body["max_components"] = max_components
     if seed is not None:
         body["seed"] = seed
+    _add_analysis(body, "bootstrap", {
+        "replicates": ("--bootstrap", bootstrap_replicates),
+        "kind": ("--bootstrap-kind", bootstrap_kind),
+        "level": ("--level", level),
+    }, needs="replicates")
+    _add_analysis(body, "test_components", {
+        "max_components": ("--test-components", test_components),
+        "replicates": ("--test-replicates", test_replicates),
+    }, needs="max_components")
     job_id = client.submit(body)["id"]
     if not wait:
         click.echo(job_id)
@@ -376,6 +560,8 @@ def status(client: Client, job_id: str) -> None:
     progress = job["progress"]
     fetched, total = progress["draws_fetched"], progress["draws_total"]
     line = f"{job['id']}  {job['status']}  {fetched}/{total} draws"
+    if replicates := replicates_text(progress):
+        line += f"  {replicates}"
     if job.get("error"):
         line += f"  {job['error']['code']}: {job['error']['message']}"
     click.echo(line)

@@ -243,7 +243,8 @@ class Stack:
         return service
 
     def start_worker(self, queue: str, index: int = 1) -> Service:
-        """Start one Celery worker for ``queue`` ("io" or "cpu")."""
+        """Start one Celery worker for ``queue``: "io", "cpu" (which also takes replicate
+        chunks when no fit waits) or "replicates" (the chunks alone)."""
         name = f"worker-{queue}-{index}"
         argv = [
             sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",

@@ -171,6 +171,16 @@ class Settings(EnvSettings):
     max_source_draws: AtLeastOne = 10_000
     max_components: AtLeastOne = 10
     max_restarts: AtLeastOne = 100
+    # Bootstrap replicates (and replicates per stage of the components test) one job may ask for.
+    max_replicates: AtLeastOne = 10_000
+    # Work per replicate chunk, as timed on the first replicates: long enough that a chunk's
+    # overhead (its message, the reads and the write-once save, a few milliseconds) stays
+    # under 5% of it; short enough that a fit waiting behind chunks is not held long (chunks
+    # ran 2-3 times longer than timed with both processes busy; bench/starvation.py), and far
+    # inside the visibility timeout.
+    replicate_chunk_seconds: NonNegativeFloat = 0.25
+    # Replicates per chunk at most, whatever their speed: bounds a chunk's message and result.
+    replicate_chunk_max: AtLeastOne = 1000
     # Unfinished jobs allowed at once; beyond it POST /jobs answers 429 rather than
     # letting the queue and Redis grow without bound.
     max_queued: AtLeastOne = 2000
@@ -236,6 +246,13 @@ class Settings(EnvSettings):
         if self.max_json_depth < 2:
             raise ConfigError(f"{variable('max_json_depth')} must be at least 2 "
                               '({"flips": [...]} nests twice)')
+        if not 0 < self.replicate_chunk_seconds <= self.visibility_timeout / 4:
+            # A chunk is sized from the first replicates' speed and may run longer than
+            # planned; a quarter of the timeout leaves room before it would be redelivered.
+            raise ConfigError(
+                f"{variable('replicate_chunk_seconds')} must be more than 0 and at most a "
+                f"quarter of {variable('visibility_timeout')}"
+            )
         # The fetcher gives stopped requests 0.55 s to end after the batch deadline.
         if self.fetch_batch_deadline + 0.55 >= self.visibility_timeout:
             raise ConfigError(

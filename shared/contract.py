@@ -17,6 +17,10 @@ from typing import Any, Literal
 from shared.methods import EM, GMM
 
 AUTO = "auto"
+# The analyses whose replicates fan out to workers, by the names they have in results,
+# progress and task arguments.
+BOOTSTRAP = "bootstrap"
+COMPONENTS_TEST = "components_test"
 ComponentChoice = int | Literal["auto"]
 
 
@@ -49,6 +53,51 @@ class Source:
         return cls(url=data["url"], draws=int(data["draws"]))
 
 
+NONPARAMETRIC = "nonparametric"
+PARAMETRIC = "parametric"
+BOOTSTRAP_KINDS = (NONPARAMETRIC, PARAMETRIC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bootstrap:
+    """Percentile intervals for EM's thetas and weights from ``replicates`` refits of
+    resampled data: resampled draws (``nonparametric``) or draws simulated from the fit
+    (``parametric``)."""
+
+    replicates: int
+    kind: str = NONPARAMETRIC
+    level: float = 0.95
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"replicates": self.replicates, "kind": self.kind, "level": self.level}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Bootstrap:
+        """Read back :meth:`to_json`."""
+        return cls(
+            replicates=int(data["replicates"]), kind=data["kind"], level=float(data["level"])
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentsTest:
+    """A parametric bootstrap likelihood-ratio test of k against k+1 coins, from k=1 up to
+    at most ``max_components``, with ``replicates`` simulated data sets per test."""
+
+    max_components: int
+    replicates: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"max_components": self.max_components, "replicates": self.replicates}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ComponentsTest:
+        """Read back :meth:`to_json`."""
+        return cls(max_components=int(data["max_components"]), replicates=int(data["replicates"]))
+
+
 @dataclasses.dataclass(frozen=True)
 class JobSpec:
     """Everything the workers need to run a job; the seed is fixed, so reruns agree."""
@@ -62,11 +111,19 @@ class JobSpec:
     source: Source | None = None
     # Where the job's JSON is POSTed when it ends, if anywhere.
     callback: str | None = None
+    bootstrap: Bootstrap | None = None
+    test_components: ComponentsTest | None = None
 
     @property
     def chooses_components(self) -> bool:
-        """True when K is chosen by BIC rather than given."""
+        """True when K is chosen (by the components test if asked, else by BIC) rather
+        than given."""
         return self.n_components == AUTO
+
+    @property
+    def has_replicates(self) -> bool:
+        """True when the job runs an analysis whose replicates fan out to workers."""
+        return self.bootstrap is not None or self.test_components is not None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form, stored with the job."""
@@ -79,11 +136,13 @@ class JobSpec:
             "methods": list(self.methods),
             "seed": self.seed,
             "callback": None if self.callback is None else {"url": self.callback},
+            "bootstrap": _json_or_none(self.bootstrap),
+            "test_components": _json_or_none(self.test_components),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
-        """Read back :meth:`to_json`."""
+        """Read back :meth:`to_json` (specs stored before the analyses existed lack them)."""
         source = data.get("source")
         return cls(
             n_components=data["n_components"],
@@ -94,7 +153,14 @@ class JobSpec:
             seed=int(data["seed"]),
             source=None if source is None else Source.from_json(source),
             callback=(data.get("callback") or {}).get("url"),
+            bootstrap=_read(Bootstrap, data.get("bootstrap")),
+            test_components=_read(ComponentsTest, data.get("test_components")),
         )
+
+
+# Request fields added after Idempotency-Keys were in use: left out of a fingerprint when
+# absent, so that a request sent before and after they existed keeps its fingerprint.
+_LATER_FIELDS = ("bootstrap", "test_components")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +177,17 @@ class JobRequest:
     draws: tuple[str, ...] | None = None
     counts: tuple[tuple[int, ...], ...] | None = None
     callback: str | None = None
+    bootstrap: Bootstrap | None = None
+    test_components: ComponentsTest | None = None
 
     def fingerprint(self) -> str:
         """A digest of the normalised request, before a random seed is drawn: the same
         request gives the same fingerprint (for ``Idempotency-Key``)."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = dataclasses.asdict(self)
+        for name in _LATER_FIELDS:
+            if fields[name] is None:
+                del fields[name]
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def spec(self, seed: int) -> JobSpec:
@@ -129,6 +201,8 @@ class JobRequest:
             seed=seed if self.seed is None else self.seed,
             source=self.source,
             callback=self.callback,
+            bootstrap=self.bootstrap,
+            test_components=self.test_components,
         )
 
 
@@ -269,6 +343,97 @@ class FitWarning:
         return cls(code=data["code"], message=data["message"])
 
 
+def _intervals(rows: Sequence[Sequence[Any]]) -> tuple[tuple[float | None, float | None], ...]:
+    return tuple((_floats(row)[0], _floats(row)[1]) for row in rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class BootstrapIntervals:
+    """Percentile intervals at ``level`` for each theta and weight of the EM fit, in its
+    order, from ``replicates`` refits; ``failed`` refits are left out of the intervals, and
+    ``ambiguous`` ones matched the fit's labels with too small a margin to be sure."""
+
+    replicates: int
+    kind: str
+    level: float
+    thetas: tuple[tuple[float | None, float | None], ...]
+    weights: tuple[tuple[float | None, float | None], ...]
+    failed: int
+    ambiguous: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (``result.em.bootstrap``)."""
+        return {
+            "replicates": self.replicates,
+            "kind": self.kind,
+            "level": self.level,
+            "thetas": [list(pair) for pair in self.thetas],
+            "weights": [list(pair) for pair in self.weights],
+            "failed": self.failed,
+            "ambiguous": self.ambiguous,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BootstrapIntervals:
+        """Read back :meth:`to_json`."""
+        return cls(
+            replicates=int(data["replicates"]),
+            kind=data["kind"],
+            level=float(data["level"]),
+            thetas=_intervals(data["thetas"]),
+            weights=_intervals(data["weights"]),
+            failed=int(data["failed"]),
+            ambiguous=int(data["ambiguous"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LikelihoodRatioTest:
+    """One step of the components test: k coins against k+1, its statistic
+    2 (log L(k+1) - log L(k)) and its bootstrap p-value."""
+
+    k: int
+    statistic: float
+    p_value: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"k": self.k, "statistic": self.statistic, "p_value": self.p_value}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LikelihoodRatioTest:
+        """Read back :meth:`to_json`."""
+        return cls(k=int(data["k"]), statistic=float(data["statistic"]),
+                   p_value=float(data["p_value"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentsTestResult:
+    """The tests run, from k=1 up to the first that was not significant, and the K they
+    select (``result.components_test``)."""
+
+    replicates: int
+    tests: tuple[LikelihoodRatioTest, ...]
+    selected: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "replicates": self.replicates,
+            "tests": [test.to_json() for test in self.tests],
+            "selected": self.selected,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ComponentsTestResult:
+        """Read back :meth:`to_json`."""
+        return cls(
+            replicates=int(data["replicates"]),
+            tests=tuple(LikelihoodRatioTest.from_json(t) for t in data["tests"]),
+            selected=int(data["selected"]),
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class EmEstimate:
     """The binomial-mixture EM's best restart, and what shows its work."""
@@ -283,10 +448,11 @@ class EmEstimate:
     posteriors: Posteriors | None = None
     trajectory: Trajectory | None = None
     restart_summary: RestartSummary | None = None
+    bootstrap: BootstrapIntervals | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form."""
-        return {
+        """The JSON form; ``bootstrap`` only when the job asked for one."""
+        data = {
             "thetas": list(self.thetas),
             "weights": list(self.weights),
             "standard_errors": list(self.standard_errors),
@@ -298,6 +464,9 @@ class EmEstimate:
             "posteriors": _json_or_none(self.posteriors),
             "trajectory": _json_or_none(self.trajectory),
         }
+        if self.bootstrap is not None:
+            data["bootstrap"] = self.bootstrap.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> EmEstimate:
@@ -313,6 +482,7 @@ class EmEstimate:
             posteriors=_read(Posteriors, data.get("posteriors")),
             trajectory=_read(Trajectory, data.get("trajectory")),
             restart_summary=_read(RestartSummary, data.get("restart_summary")),
+            bootstrap=_read(BootstrapIntervals, data.get("bootstrap")),
         )
 
 
@@ -403,10 +573,18 @@ class JobResult:
     errors: Mapping[str, JobError] = dataclasses.field(default_factory=dict)
     icl: Mapping[str, float] | None = None
     warnings: tuple[FitWarning, ...] = ()
+    components_test: ComponentsTestResult | None = None
 
     @classmethod
-    def merge(cls, parts: Sequence[Part]) -> JobResult:
-        """The result of a job from its methods' parts (K was chosen once for all of them)."""
+    def merge(
+        cls,
+        parts: Sequence[Part],
+        *,
+        components_test: ComponentsTestResult | None = None,
+        test_error: JobError | None = None,
+    ) -> JobResult:
+        """The result of a job from its methods' parts (K was chosen once for all of them),
+        with the components test's outcome, or its error under ``errors``, if it ran."""
         fitted = [part for part in parts if part.estimate is not None]
         first = fitted[0] if fitted else parts[0]
         estimates = {part.method: part.estimate for part in fitted}
@@ -418,9 +596,13 @@ class JobResult:
             bic=first.bic,
             em=estimates.get(EM),  # type: ignore[arg-type]
             gmm=estimates.get(GMM),  # type: ignore[arg-type]
-            errors={part.method: part.error for part in parts if part.error is not None},
+            errors={
+                **{part.method: part.error for part in parts if part.error is not None},
+                **({COMPONENTS_TEST: test_error} if test_error is not None else {}),
+            },
             icl=first.icl,
             warnings=tuple(warnings),
+            components_test=components_test,
         )
 
     @property
@@ -429,14 +611,16 @@ class JobResult:
         return self.em is None and self.gmm is None
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form; a method that was not asked for has no key, one that failed is
-        null and has its error under ``errors``."""
+        """The JSON form; a method (or the components test) that was not asked for has no
+        key, one that failed is null and has its error under ``errors``."""
         data: dict[str, Any] = {
             "n_components": self.n_components,
             "bic": None if self.bic is None else dict(self.bic),
             "icl": None if self.icl is None else dict(self.icl),
             "warnings": [warning.to_json() for warning in self.warnings],
         }
+        if self.components_test is not None or COMPONENTS_TEST in self.errors:
+            data[COMPONENTS_TEST] = _json_or_none(self.components_test)
         for method, estimate in ((EM, self.em), (GMM, self.gmm)):
             if estimate is not None:
                 data[method] = estimate.to_json()
@@ -458,4 +642,5 @@ class JobResult:
             errors={method: JobError.from_json(error) for method, error in errors.items()},
             icl=data.get("icl"),
             warnings=tuple(FitWarning.from_json(w) for w in data.get("warnings") or ()),
+            components_test=_read(ComponentsTestResult, data.get(COMPONENTS_TEST)),
         )

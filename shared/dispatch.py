@@ -1,7 +1,9 @@
 """How a job is started and carried from step to step, by task name.
 
 A source job starts as one fetch subtask per batch of draws; the fetch that records the
-last batch starts the fits; the fit that saves the last part stores the result. Each step
+last batch starts the fits; the fit that saves the last part stores the result. A job with
+a bootstrap or a components test fans its replicates out in chunks the same way: the chunk
+saved last takes the analysis to its next stage, or to the result. Each step
 checks its inputs in the job store, where every write is write-once, so a redelivered or
 duplicated subtask changes nothing and cannot start the next step early.
 
@@ -15,13 +17,23 @@ only calls ``send_task`` and ``control.revoke`` on it, so it imports no Celery a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
 
 from shared.contract import JobSpec
-from shared.taskqueue import CPU_QUEUE, FETCH, FIT, batches, fetch_id, fit_id, task_ids
+from shared.taskqueue import (
+    CPU_QUEUE,
+    FETCH,
+    FIT,
+    REPLICATES,
+    batches,
+    fetch_id,
+    fit_id,
+    replicates_id,
+    task_ids,
+)
 
 # Fits of one job go out as separate subtasks while fewer than this many wait.
 PARALLEL_FITS_BELOW = 2
@@ -58,22 +70,38 @@ class Dispatcher:
 
         Parallel fits shorten a job only if a second worker is idle to take one; under load
         every worker is busy anyway, and one subtask per job halves the overhead. A job that
-        chooses K by BIC fits in one subtask, so that K is chosen once for every method.
+        chooses K by BIC fits in one subtask, so that K is chosen once for every method; so
+        does a job with a components test, whose fit subtask starts the test first.
         """
         methods = list(spec.methods if methods is None else methods)
         split = (
             len(methods) > 1
             and not spec.chooses_components
+            and spec.test_components is None
             and self.queue_length(CPU_QUEUE) < PARALLEL_FITS_BELOW
         )
         parts = [[method] for method in methods] if split else [methods]
         for part in parts:
             self.celery.send_task(FIT, args=(job_id, part), task_id=fit_id(job_id, part))
 
+    def send_replicates(
+        self, job_id: str, analysis: str, stage: int, chunks: Iterable[int]
+    ) -> None:
+        """Send chunks of one stage of an analysis; each finds its replicates in the stage's
+        layout, stored with the job, and the last one saved takes the analysis on."""
+        for chunk in chunks:
+            self.celery.send_task(
+                REPLICATES,
+                args=(job_id, analysis, stage, chunk),
+                task_id=replicates_id(job_id, analysis, stage, chunk),
+            )
+
     def queue_length(self, queue: str) -> int:
         """How many messages wait in a queue: with the Redis broker, the length of a list."""
         return int(self.broker.llen(queue))
 
     def revoke(self, job_id: str, spec: JobSpec) -> None:
-        """Ask the workers to drop the job's pending subtasks."""
+        """Ask the workers to drop the job's pending subtasks. Replicate chunks are not
+        named here (their number is decided as the job runs): each checks the job's status
+        before any work, so a cancelled job's waiting chunks end at once."""
         self.celery.control.revoke(task_ids(job_id, spec, batch_size=self.batch_size))

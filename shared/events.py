@@ -2,7 +2,8 @@
 
 The store's scripts append to ``emcoins:job:<id>:events`` (:func:`shared.keys.job_events`)
 in the same step as the change they announce: a ``status`` entry when the job is created
-and at each status change, a ``progress`` entry for each batch of draws fetched. This
+and at each status change, a ``progress`` entry for each batch of draws fetched and as the
+replicates of a bootstrap or components test are done (the job's ``progress``). This
 module turns those entries into events and decides when a stream ends: after the final
 status, with a ``done`` event carrying the whole job, or as soon as the job's record is
 gone (deleted or expired), so that a stream never outlives its job. No Flask here:
@@ -22,7 +23,7 @@ import redis
 
 from shared import keys
 from shared.status import JobStatus
-from shared.store import JobNotFound, JobRecord, JobStore
+from shared.store import JobNotFound, JobRecord, JobStore, ReplicateProgress
 
 # A comment line goes out after this many seconds without an event, so that proxies and
 # clients can tell a quiet stream from a dead one.
@@ -84,10 +85,13 @@ def entry_event(entry_id: str, fields: dict[str, str]) -> Event | None:
         return Event("status", {"status": status.value}, entry_id)
     if kind == "progress":
         try:
-            data = {"draws_fetched": int(fields["draws_fetched"]),
-                    "draws_total": int(fields["draws_total"])}
+            data: dict[str, Any] = {"draws_fetched": int(fields["draws_fetched"]),
+                                    "draws_total": int(fields["draws_total"])}
+            replicates = ReplicateProgress.from_fields(fields)
         except (KeyError, ValueError):
             return None
+        if replicates is not None:
+            data["replicates"] = replicates.to_json()
         return Event("progress", data, entry_id)
     return None
 

@@ -54,9 +54,10 @@ class Draws:
 
 
 def choose_components(
-    draws: Draws, spec: JobSpec
+    draws: Draws, spec: JobSpec, *, selected: int | None = None
 ) -> tuple[int, dict[str, float] | None, dict[str, float] | None]:
-    """The job's K, and the BIC and ICL per K tried when the job asked for ``"auto"``."""
+    """The job's K, and the BIC and ICL per K tried when the job asked for ``"auto"``: K is
+    the BIC's choice, or ``selected`` when the components test chose it."""
     if not spec.chooses_components:
         return int(spec.n_components), None, None
     model = BinomialMixture(weights=spec.weights, n_init=spec.restarts, random_state=spec.seed)
@@ -65,7 +66,7 @@ def choose_components(
         sample_weight=draws.counts, return_icl=True,
     )
     return (
-        int(best),
+        int(best if selected is None else selected),
         {str(k): float(v) for k, v in sorted(bics.items())},
         {str(k): float(v) for k, v in sorted(icls.items())},
     )
@@ -167,16 +168,18 @@ def fit_methods(
     spec: JobSpec,
     *,
     max_gmm_draws: int,
+    selected: int | None = None,
 ) -> list[Part]:
     """Fit some methods to aggregated ``[heads, trials, count]`` rows (one row per distinct
-    pair), choosing K once for all of them.
+    pair), choosing K once for all of them (``selected``: the components test's K, used
+    instead of the BIC's when the job chooses K).
 
     A method that cannot fit these data gets a part carrying its error instead of an
     estimate, so that the other methods' estimates still make a result.
     """
     draws = Draws(counts)
     try:
-        k, bic, icl = choose_components(draws, spec)
+        k, bic, icl = choose_components(draws, spec, selected=selected)
     except ValueError as exc:
         error = JobError(code=ErrorCode.FIT_FAILED.value, message=f"choosing K: {exc}")
         return [Part(method, None, None, None, error) for method in methods]

@@ -27,6 +27,19 @@ def job_parts(job_id: str) -> str:
     return f"{PREFIX}:job:{_checked(job_id)}:parts"
 
 
+def job_replicates(job_id: str) -> str:
+    """Hash of the replicates of a job's analyses, one field per chunk saved:
+    ``emcoins:job:<id>:replicates``."""
+    return f"{PREFIX}:job:{_checked(job_id)}:replicates"
+
+
+def job_analyses(job_id: str) -> str:
+    """Hash of what a job's analyses keep between their steps (each stage's reference fits
+    and chunk layout, chunks saved per stage, the stages' outcomes):
+    ``emcoins:job:<id>:analyses``."""
+    return f"{PREFIX}:job:{_checked(job_id)}:analyses"
+
+
 def unfinished_jobs() -> str:
     """Sorted set of the ids of jobs not yet finished, scored by creation time."""
     return f"{PREFIX}:jobs:unfinished"

@@ -66,6 +66,7 @@ def limit_errors(request: JobRequest, settings: Settings) -> dict[str, str]:
     ):
         if value > limit:
             errors[name] = f"At most {limit} ({setting})."
+    errors.update(_analysis_errors(request, settings, flips))
     k = request.n_components
     if k != AUTO and k > settings.max_components:
         errors["n_components"] = f"At most {settings.max_components} (EMCOINS_MAX_COMPONENTS)."
@@ -79,16 +80,52 @@ def limit_errors(request: JobRequest, settings: Settings) -> dict[str, str]:
     return errors
 
 
+def _analysis_errors(
+    request: JobRequest, settings: Settings, flips: dict[str, int]
+) -> dict[str, str]:
+    """B within EMCOINS_MAX_REPLICATES; the components test's largest K within the limits
+    of ``n_components`` (the setting, and for inline draws Teicher's rule)."""
+    errors: dict[str, str] = {}
+    for name, asked in (("bootstrap", request.bootstrap),
+                        ("test_components", request.test_components)):
+        if asked is not None and asked.replicates > settings.max_replicates:
+            errors[f"{name}.replicates"] = (
+                f"At most {settings.max_replicates} (EMCOINS_MAX_REPLICATES)."
+            )
+    test = request.test_components
+    if test is None:
+        return errors
+    top = test.max_components
+    if top > settings.max_components:
+        errors["test_components.max_components"] = (
+            f"At most {settings.max_components} (EMCOINS_MAX_COMPONENTS)."
+        )
+    elif flips and top > max_identifiable_components(most := max(flips.values())):
+        errors["test_components.max_components"] = (
+            f"max_components={top} cannot be identified from draws of at most {most} flips: "
+            f"a mixture of K binomials needs at least 2K-1 flips per draw (Teicher 1963)."
+        )
+    return errors
+
+
 def distinct_pairs_error(request: JobRequest, distinct: int) -> dict[str, str]:
-    """The error at ``n_components`` when inline data has fewer distinct ``(heads, flips)``
-    pairs than the coins asked for (no mixture of K coins can be fitted to fewer)."""
+    """The error at ``n_components`` (or the components test's ``max_components``) when
+    inline data has fewer distinct ``(heads, flips)`` pairs than the coins asked for (no
+    mixture of K coins can be fitted to fewer)."""
+    errors = {}
     k = request.n_components
-    if k == AUTO or distinct >= k:
-        return {}
-    return {
-        "n_components": f"n_components={k} needs at least {k} distinct (heads, flips) pairs; "
-        f"the data has {distinct}."
-    }
+    if k != AUTO and distinct < k:
+        errors["n_components"] = (
+            f"n_components={k} needs at least {k} distinct (heads, flips) pairs; "
+            f"the data has {distinct}."
+        )
+    test = request.test_components
+    if test is not None and distinct < test.max_components:
+        errors["test_components.max_components"] = (
+            f"max_components={test.max_components} needs at least {test.max_components} "
+            f"distinct (heads, flips) pairs; the data has {distinct}."
+        )
+    return errors
 
 
 def _draw_total(request: JobRequest) -> int:

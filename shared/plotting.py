@@ -114,17 +114,58 @@ def binomial_expected(
     return weight * (draws @ per_bar)
 
 
+def _interval_text(intervals: Sequence[Sequence[float | None]], i: int, digits: int) -> str:
+    # No intervals at all when every replicate failed.
+    if i >= len(intervals) or None in intervals[i]:
+        return ""
+    low, high = intervals[i]
+    return f" [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def intervals(em: dict[str, Any]) -> list[tuple[int, float, float]]:
+    """``(coin, low, high)`` of each EM theta's bootstrap interval; none without a bootstrap."""
+    boot = em.get("bootstrap")
+    if not boot:
+        return []
+    return [(i, lo, hi) for i, (lo, hi) in enumerate(boot["thetas"])
+            if lo is not None and hi is not None]
+
+
+def _interval_label(em: dict[str, Any]) -> str:
+    boot = em["bootstrap"]
+    level = f"{boot['level'] * 100:g}%"
+    return f"EM θ {level} intervals ({boot['replicates']} {boot['kind']} bootstrap)"
+
+
 def _draw_em(ax, counts, edges, em: dict[str, Any]) -> None:
     centres = (edges[:-1] + edges[1:]) / 2
     total = np.zeros(len(centres))
+    boot = em.get("bootstrap")
+    peaks = []
     for i, (theta, weight) in enumerate(zip(em["thetas"], em["weights"], strict=True)):
         expected = binomial_expected(counts, theta, weight)
         total += expected
+        peaks.append(float(expected.max(initial=0.0)))
+        theta_interval = _interval_text(boot["thetas"], i, 3) if boot else ""
+        weight_interval = _interval_text(boot["weights"], i, 2) if boot else ""
         ax.plot(
             centres, expected, "o--", color=f"C{i + 1}", markersize=3, linewidth=1,
-            label=f"EM coin {i + 1}: θ={theta:.3f}, weight {weight:.2f}",
+            label=f"EM coin {i + 1}: θ={theta:.3f}{theta_interval}, "
+                  f"weight {weight:.2f}{weight_interval}",
         )
     ax.plot(centres, total, "-", color="black", linewidth=1.5, label="EM mixture")
+    bars = intervals(em)
+    if bars:
+        # Each theta's interval spans the heads fractions, so it lies across the x axis, at
+        # the height of its coin's curve; drawn about the interval's middle, since a
+        # percentile interval need not hold the estimate itself.
+        coins = [i for i, _, _ in bars]
+        low = np.array([lo for _, lo, _ in bars])
+        high = np.array([hi for _, _, hi in bars])
+        ax.errorbar(
+            (low + high) / 2, [peaks[i] for i in coins], xerr=(high - low) / 2, fmt="none",
+            ecolor="black", elinewidth=1.5, capsize=4, label=_interval_label(em), zorder=3,
+        )
 
 
 def _draw_gmm(ax, counts, edges, gmm: dict[str, Any]) -> None:
@@ -152,7 +193,7 @@ def figure(counts: Sequence[Sequence[int]], result: dict[str, Any]) -> Figure:
     if trajectory and trajectory["thetas"]:
         # A second panel: how the best EM run got there (the paper's Figure 1b).
         ax, path = fig.subplots(1, 2, width_ratios=[3, 2])
-        _draw_trajectory(path, trajectory)
+        _draw_trajectory(path, trajectory, result["em"])
     else:
         ax = fig.add_subplot()
     ax.bar(
@@ -174,13 +215,23 @@ def figure(counts: Sequence[Sequence[int]], result: dict[str, Any]) -> Figure:
     return fig
 
 
-def _draw_trajectory(ax, trajectory: dict[str, Any]) -> None:
-    """Each coin's theta after each iteration of the best run, and its log-likelihood."""
+def _draw_trajectory(ax, trajectory: dict[str, Any], em: dict[str, Any]) -> None:
+    """Each coin's theta after each iteration of the best run, and its log-likelihood;
+    the bootstrap intervals, if any, where the run ends."""
     thetas = np.asarray(trajectory["thetas"], dtype=float)
     steps = np.arange(1, len(thetas) + 1)
     for k in range(thetas.shape[1]):
         ax.plot(steps, thetas[:, k], marker="o", markersize=2.5, linewidth=1.2,
                 label=f"coin {k + 1}")
+    bars = intervals(em)
+    if bars:
+        low = np.array([lo for _, lo, _ in bars])
+        high = np.array([hi for _, _, hi in bars])
+        ax.errorbar(
+            np.full(len(bars), float(len(steps))), (low + high) / 2, yerr=(high - low) / 2,
+            fmt="none", ecolor="black", elinewidth=1.5, capsize=4,
+            label=f"{em['bootstrap']['level'] * 100:g}% intervals", zorder=3,
+        )
     ax.set_xlabel("EM iteration (best run)")
     ax.set_ylabel("θ")
     ax.set_ylim(0.0, 1.0)

@@ -10,10 +10,17 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from shared.contract import JobRequest, Source
+from shared.contract import (
+    BOOTSTRAP_KINDS,
+    NONPARAMETRIC,
+    Bootstrap,
+    ComponentsTest,
+    JobRequest,
+    Source,
+)
 from shared.draws import parse_flip_string
 from shared.errors import InvalidDrawError
-from shared.methods import METHODS
+from shared.methods import EM, METHODS
 from shared.status import JobStatus
 
 DATA_FIELDS = ("source", "draws", "counts")
@@ -45,6 +52,15 @@ class ComponentCount(fields.Field):
 
     def _serialize(self, value: Any, attr, obj, **kwargs) -> Any:
         return value
+
+
+class Number(fields.Float):
+    """A JSON number: not a string of digits, not true or false."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> float:
+        if type(value) not in (int, float):
+            raise ValidationError("Not a valid number.")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class CountRow(fields.Field):
@@ -95,6 +111,43 @@ class CallbackSchema(Schema):
         schemes={"http", "https"},
         require_tld=False,
         metadata={"description": "Receiver; its origin must be in EMCOINS_CALLBACK_ALLOWLIST."},
+    )
+
+
+class BootstrapSchema(Schema):
+    """Bootstrap intervals for EM's thetas and weights (needs "em" in methods)."""
+
+    replicates = fields.Integer(
+        strict=True, load_default=1000, validate=validate.Range(min=1),
+        metadata={"description": "B: refits of resampled data (at most "
+                  "EMCOINS_MAX_REPLICATES, 10,000 by default)."},
+    )
+    kind = fields.String(
+        load_default=NONPARAMETRIC, validate=validate.OneOf(BOOTSTRAP_KINDS),
+        metadata={"description": "nonparametric: the draws resampled with replacement; "
+                  "parametric: draws simulated from the EM fit, with the same flips each."},
+    )
+    level = Number(
+        load_default=0.95,
+        validate=validate.Range(min=0, max=1, min_inclusive=False, max_inclusive=False),
+        metadata={"description": "Coverage of the percentile intervals, strictly between "
+                  "0 and 1."},
+    )
+
+
+class ComponentsTestSchema(Schema):
+    """A parametric bootstrap likelihood-ratio test of k against k+1 coins, from k=1 up,
+    stopping at the first test not significant at 0.05 (needs "em" in methods)."""
+
+    max_components = fields.Integer(
+        strict=True, load_default=4, validate=validate.Range(min=2),
+        metadata={"description": "Largest K the test may select; its own, under the same "
+                  "limits as n_components."},
+    )
+    replicates = fields.Integer(
+        strict=True, load_default=99, validate=validate.Range(min=1),
+        metadata={"description": "B: simulated data sets per test (at most "
+                  "EMCOINS_MAX_REPLICATES)."},
     )
 
 
@@ -149,6 +202,12 @@ class JobRequestSchema(Schema):
         metadata={"description": "Makes the fits repeatable; chosen at random if absent."},
     )
     callback = fields.Nested(CallbackSchema)
+    bootstrap = fields.Nested(BootstrapSchema)
+    test_components = fields.Nested(
+        ComponentsTestSchema,
+        metadata={"description": 'With n_components "auto", the K the test selects is '
+                  "the one fitted; otherwise the test only reports."},
+    )
 
     @validates_schema
     def _one_data_field(self, data: dict[str, Any], **kwargs) -> None:
@@ -160,6 +219,11 @@ class JobRequestSchema(Schema):
             raise ValidationError(message, field_name="_schema")
         if len(set(data["methods"])) != len(data["methods"]):
             raise ValidationError("Each method may appear once.", field_name="methods")
+        for name in ("bootstrap", "test_components"):
+            if name in data and EM not in data["methods"]:
+                raise ValidationError(
+                    f'{name} analyses the EM fit: it needs "em" in methods.', field_name=name
+                )
 
     @post_load
     def _typed(self, data: dict[str, Any], **kwargs) -> JobRequest:
@@ -177,6 +241,10 @@ class JobRequestSchema(Schema):
             draws=None if draws is None else tuple(draws),
             counts=None if counts is None else tuple(tuple(pair) for pair in counts),
             callback=data["callback"]["url"] if "callback" in data else None,
+            bootstrap=Bootstrap(**data["bootstrap"]) if "bootstrap" in data else None,
+            test_components=(
+                ComponentsTest(**data["test_components"]) if "test_components" in data else None
+            ),
         )
 
 
@@ -188,11 +256,27 @@ class JobCreatedSchema(Schema):
     url = fields.String(required=True, metadata={"description": "Path to poll: /jobs/<id>."})
 
 
+class ReplicateProgressSchema(Schema):
+    """Replicates done in the stage running now of the bootstrap or the components test."""
+
+    analysis = fields.String(
+        required=True, validate=validate.OneOf(["bootstrap", "components_test"])
+    )
+    stage = fields.Integer(
+        required=True, allow_none=True,
+        metadata={"description": "The components test's k (k coins against k+1); null "
+                  "for the bootstrap."},
+    )
+    done = fields.Integer(required=True)
+    total = fields.Integer(required=True)
+
+
 class ProgressSchema(Schema):
-    """How many draws have been fetched."""
+    """How many draws have been fetched, and replicates done while an analysis runs."""
 
     draws_fetched = fields.Integer(required=True)
     draws_total = fields.Integer(required=True)
+    replicates = fields.Nested(ReplicateProgressSchema)
 
 
 class AveragedSchema(Schema):
@@ -254,6 +338,46 @@ class FitWarningSchema(Schema):
     message = fields.String(required=True)
 
 
+class BootstrapIntervalsSchema(Schema):
+    """Percentile intervals from the bootstrap, in the order of the EM thetas and weights."""
+
+    replicates = fields.Integer(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(BOOTSTRAP_KINDS))
+    level = fields.Float(required=True)
+    thetas = fields.List(
+        fields.List(fields.Float(allow_none=True)), required=True,
+        metadata={"description": "[lo, hi] per theta (empty when every replicate failed)."},
+    )
+    weights = fields.List(
+        fields.List(fields.Float(allow_none=True)), required=True,
+        metadata={"description": "[lo, hi] per weight."},
+    )
+    failed = fields.Integer(
+        required=True, metadata={"description": "Refits that failed, left out."}
+    )
+    ambiguous = fields.Integer(
+        required=True,
+        metadata={"description": "Refits whose coins matched the fit's labels with a "
+                  "margin too small to be sure (kept)."},
+    )
+
+
+class LikelihoodRatioTestSchema(Schema):
+    """One test of k coins against k+1."""
+
+    k = fields.Integer(required=True)
+    statistic = fields.Float(required=True, metadata={"description": "2 (log L(k+1) - log L(k))."})
+    p_value = fields.Float(required=True)
+
+
+class ComponentsTestResultSchema(Schema):
+    """The tests run, from k=1 to the first not significant at 0.05, and the K selected."""
+
+    replicates = fields.Integer(required=True)
+    tests = fields.List(fields.Nested(LikelihoodRatioTestSchema), required=True)
+    selected = fields.Integer(required=True)
+
+
 class EmResultSchema(Schema):
     """The binomial-mixture EM's best restart, and what shows its work."""
 
@@ -267,6 +391,7 @@ class EmResultSchema(Schema):
     restart_summary = fields.Nested(RestartSummarySchema, allow_none=True)
     posteriors = fields.Nested(PosteriorsSchema, allow_none=True)
     trajectory = fields.Nested(TrajectorySchema, allow_none=True)
+    bootstrap = fields.Nested(BootstrapIntervalsSchema)
 
 
 class GmmResultSchema(Schema):
@@ -292,10 +417,12 @@ class ResultSchema(Schema):
     warnings = fields.List(fields.Nested(FitWarningSchema))
     em = fields.Nested(EmResultSchema, allow_none=True)
     gmm = fields.Nested(GmmResultSchema, allow_none=True)
+    components_test = fields.Nested(ComponentsTestResultSchema, allow_none=True)
     errors = fields.Dict(
         keys=fields.String(),
         values=fields.Nested(lambda: ErrorBodySchema()),
-        metadata={"description": "Why a method failed, by method, when another succeeded."},
+        metadata={"description": "Why a method failed, by method, when another succeeded; "
+                  "and why the components test could not run (components_test)."},
     )
 
 
@@ -323,6 +450,8 @@ class SpecSchema(Schema):
     methods = fields.List(fields.String(), required=True)
     seed = fields.Integer(required=True)
     callback = fields.Nested(CallbackSchema, allow_none=True, required=True)
+    bootstrap = fields.Nested(BootstrapSchema, allow_none=True, required=True)
+    test_components = fields.Nested(ComponentsTestSchema, allow_none=True, required=True)
 
 
 class CallbackStateSchema(Schema):

@@ -10,7 +10,7 @@ metrics by the same call that makes it final.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -145,6 +145,84 @@ end
 if expires then redis.call('PEXPIREAT', KEYS[1], expires) end
 local needed = tonumber(redis.call('HGET', KEYS[2], ARGV[4]) or '0')
 if redis.call('HLEN', KEYS[1]) == needed then return 2 end
+return 1
+"""
+
+
+# Lua's test that the job hash KEYS[2] is unfinished: its status is one of the JSON list
+# ARGV[1] (the running statuses). Replicate work for a job that ended is not recorded.
+_RUNNING_LUA = """
+local status = redis.call('HGET', KEYS[2], 'status')
+if not status then return -1 end
+local running = false
+for _, s in ipairs(cjson.decode(ARGV[1])) do
+  if s == status then running = true end
+end
+if not running then return -1 end
+local expires = redis.call('HGET', KEYS[2], 'expires_at')
+"""
+
+# KEYS: the job's analyses hash, the job hash, the job's event stream. ARGV: running
+# statuses, the stage's setup field, its JSON, analysis, stage, replicates of the stage.
+# Stores a stage's setup once and makes it the job's replicate progress, announced as a
+# progress event; so a stage starts (and its count restarts at 0) exactly once.
+# Returns -1 (no job, or it ended), 0 (started before), 1 (started now).
+_START_STAGE = _RUNNING_LUA + """
+if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'replicates_stage_key', ARGV[2], 'replicates_analysis', ARGV[4],
+           'replicates_stage', ARGV[5], 'replicates_done', 0, 'replicates_total', ARGV[6])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'type', 'progress',
+           'draws_fetched', redis.call('HGET', KEYS[2], 'draws_fetched') or 0,
+           'draws_total', redis.call('HGET', KEYS[2], 'draws_total') or 0,
+           'replicates_analysis', ARGV[4], 'replicates_stage', ARGV[5],
+           'replicates_done', 0, 'replicates_total', ARGV[6])
+if expires then
+  redis.call('PEXPIREAT', KEYS[1], expires)
+  redis.call('PEXPIREAT', KEYS[3], expires)
+end
+return 1
+"""
+
+# KEYS: the job's replicates hash, the job hash, the job's event stream, its analyses hash.
+# ARGV: running statuses, the chunk's field, its JSON, replicates in it, the field counting
+# the stage's saved chunks, how many chunks complete the stage, the stage's setup field.
+# HSETNX makes a redelivered chunk a no-op, and the same call counts it, so no chunk is
+# counted twice. Progress events are sent at each whole percent of the stage, so that a
+# stage of 10,000 one-replicate chunks does not push the job's status events out of its
+# stream. Returns -1 (no job, or it ended), 0 (saved before), 1 (saved), 2 (saved, and it
+# completed the stage: exactly one writer sees 2).
+_SAVE_CHUNK = _RUNNING_LUA + """
+if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then return 0 end
+local saved = redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+if redis.call('HGET', KEYS[2], 'replicates_stage_key') == ARGV[7] then
+  local n = tonumber(ARGV[4])
+  local done = redis.call('HINCRBY', KEYS[2], 'replicates_done', n)
+  local total = tonumber(redis.call('HGET', KEYS[2], 'replicates_total'))
+  if done >= total or math.floor(100 * done / total) > math.floor(100 * (done - n) / total) then
+    local job = redis.call('HMGET', KEYS[2], 'draws_fetched', 'draws_total',
+                           'replicates_analysis', 'replicates_stage')
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', 1000, '*', 'type', 'progress',
+               'draws_fetched', job[1] or 0, 'draws_total', job[2] or 0,
+               'replicates_analysis', job[3], 'replicates_stage', job[4],
+               'replicates_done', done, 'replicates_total', total)
+  end
+end
+if expires then
+  redis.call('PEXPIREAT', KEYS[1], expires)
+  redis.call('PEXPIREAT', KEYS[3], expires)
+  redis.call('PEXPIREAT', KEYS[4], expires)
+end
+if saved == tonumber(ARGV[6]) then return 2 end
+return 1
+"""
+
+# KEYS: a side hash of the job, the job hash. ARGV: field, value. Write-once, expiring at
+# the job's instant. Returns -1 (no job), 0 (written before), 1 (written).
+_KEEP_ONCE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local expires = redis.call('HGET', KEYS[2], 'expires_at')
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if expires then redis.call('PEXPIREAT', KEYS[1], expires) end
 return 1
 """
 
@@ -288,6 +366,36 @@ class CallbackState:
 
 
 @dataclass(frozen=True)
+class ReplicateProgress:
+    """Replicates done in the stage of an analysis that runs now: the bootstrap, or the
+    components test's test of ``stage`` coins against ``stage + 1``."""
+
+    analysis: str
+    stage: int | None
+    done: int
+    total: int
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> ReplicateProgress | None:
+        """Decode the ``replicates_*`` fields of a job hash or an event; None without them."""
+        analysis = fields.get("replicates_analysis")
+        if analysis is None:
+            return None
+        stage = int(fields.get("replicates_stage") or 0)
+        return cls(
+            analysis=analysis,
+            stage=stage or None,
+            done=int(fields.get("replicates_done") or 0),
+            total=int(fields.get("replicates_total") or 0),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (``progress.replicates``)."""
+        return {"analysis": self.analysis, "stage": self.stage, "done": self.done,
+                "total": self.total}
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """One job as stored, decoded from its hash."""
 
@@ -307,14 +415,20 @@ class JobRecord:
     # Redis time (ms since the epoch) at which every key of the job expires.
     expires_at_ms: int
     callback: CallbackState | None = None
+    replicates: ReplicateProgress | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The job as clients see it (polled, streamed, or POSTed to its callback)."""
+        progress: dict[str, Any] = {
+            "draws_fetched": self.draws_fetched, "draws_total": self.draws_total
+        }
+        if self.replicates is not None:
+            progress["replicates"] = self.replicates.to_json()
         return {
             "id": self.id,
             # A StrEnum: JSON writes it as its value, and schemas take it as the enum.
             "status": self.status,
-            "progress": {"draws_fetched": self.draws_fetched, "draws_total": self.draws_total},
+            "progress": progress,
             "spec": self.spec.to_json(),
             "result": None if self.result is None else self.result.to_json(),
             "error": None if self.error is None else self.error.to_json(),
@@ -349,6 +463,7 @@ class JobRecord:
             batches_total=int(raw.get("batches_total", 0)),
             expires_at_ms=int(raw.get("expires_at", 0)),
             callback=CallbackState.from_hash(raw),
+            replicates=ReplicateProgress.from_fields(raw),
         )
 
 
@@ -366,6 +481,9 @@ class JobStore:
         self._delete = client.register_script(_DELETE)
         self._transition = client.register_script(_TRANSITION)
         self._save_once = client.register_script(_SAVE_ONCE)
+        self._start_stage = client.register_script(_START_STAGE)
+        self._save_chunk = client.register_script(_SAVE_CHUNK)
+        self._keep_once = client.register_script(_KEEP_ONCE)
 
     def create(
         self,
@@ -440,6 +558,8 @@ class JobStore:
         side = [
             keys.job_draws(job_id),
             keys.job_parts(job_id),
+            keys.job_replicates(job_id),
+            keys.job_analyses(job_id),
             keys.job_events(job_id),
             keys.job_plot(job_id, "png"),
             keys.job_plot(job_id, "svg"),
@@ -514,6 +634,12 @@ class JobStore:
         """The job's status alone, or None if the job does not exist."""
         value = self.client.hget(keys.job(job_id), "status")
         return None if value is None else JobStatus(_text(value))
+
+    def status_and_expiry(self, job_id: str) -> tuple[JobStatus | None, int]:
+        """The job's status (None if it does not exist) and the instant it expires at (ms):
+        the pair names one job, even if a deleted job's id were used again."""
+        status, expires = self.client.hmget(keys.job(job_id), "status", "expires_at")
+        return (None if status is None else JobStatus(_text(status)), int(expires or 0))
 
     def transition(
         self,
@@ -634,6 +760,84 @@ class JobStore:
         raw = self.client.hgetall(keys.job_parts(job_id))
         return {_text(k): Part.from_json(json.loads(v)) for k, v in raw.items()}
 
+    # --- analyses whose replicates fan out: one stage at a time, chunks saved once ---------
+
+    def start_stage(
+        self, job_id: str, analysis: str, stage: int, setup: Mapping[str, Any], *, replicates: int
+    ) -> Saved:
+        """Keep a stage's setup (what its chunks need) once, and make the stage the job's
+        replicate progress: WRITTEN if this call started it, ALREADY if it had started,
+        NO_JOB if the job is gone or ended."""
+        answer = self._start_stage(
+            keys=[keys.job_analyses(job_id), keys.job(job_id), keys.job_events(job_id)],
+            args=[_RUNNING_JSON, _stage_field("setup", analysis, stage), json.dumps(setup),
+                  analysis, str(stage), str(replicates)],
+        )
+        return Saved(answer)
+
+    def stage_setup(self, job_id: str, analysis: str, stage: int) -> dict[str, Any] | None:
+        """A stage's setup, or None before it started."""
+        raw = self.client.hget(keys.job_analyses(job_id), _stage_field("setup", analysis, stage))
+        return None if raw is None else json.loads(raw)
+
+    def save_chunk(
+        self,
+        job_id: str,
+        analysis: str,
+        stage: int,
+        chunk: int,
+        replicates: Sequence[Mapping[str, Any]],
+        *,
+        chunks: int,
+    ) -> Saved:
+        """Keep one chunk's replicates once, counting them in the job's progress in the same
+        step; COMPLETED for the one save that completes the stage's ``chunks``."""
+        answer = self._save_chunk(
+            keys=[keys.job_replicates(job_id), keys.job(job_id), keys.job_events(job_id),
+                  keys.job_analyses(job_id)],
+            args=[_RUNNING_JSON, _chunk_field(analysis, stage, chunk), json.dumps(replicates),
+                  str(len(replicates)), _stage_field("chunks", analysis, stage), str(chunks),
+                  _stage_field("setup", analysis, stage)],
+        )
+        return Saved(answer)
+
+    def has_chunk(self, job_id: str, analysis: str, stage: int, chunk: int) -> bool:
+        """True once the chunk is saved."""
+        field = _chunk_field(analysis, stage, chunk)
+        return bool(self.client.hexists(keys.job_replicates(job_id), field))
+
+    def chunks_saved(self, job_id: str, analysis: str, stage: int) -> int:
+        """How many of a stage's chunks are saved (counted as they were saved)."""
+        field = _stage_field("chunks", analysis, stage)
+        return int(self.client.hget(keys.job_analyses(job_id), field) or 0)
+
+    def saved_chunks(self, job_id: str, analysis: str, stage: int) -> set[int]:
+        """The indices of a stage's saved chunks."""
+        prefix = _chunk_field(analysis, stage, "")
+        names = (_text(name) for name in self.client.hkeys(keys.job_replicates(job_id)))
+        return {int(name[len(prefix):]) for name in names if name.startswith(prefix)}
+
+    def stage_replicates(self, job_id: str, analysis: str, stage: int) -> list[dict[str, Any]]:
+        """Every replicate of a stage's saved chunks, in no particular order."""
+        prefix = _chunk_field(analysis, stage, "")
+        found: list[dict[str, Any]] = []
+        for name, value in self.client.hscan_iter(keys.job_replicates(job_id), f"{prefix}*"):
+            if _text(name)[len(prefix):].isdigit():
+                found += json.loads(value)
+        return found
+
+    def keep_outcome(self, job_id: str, name: str, value: Any) -> Saved:
+        """Keep an analysis' outcome (a stage's test, the test's result) once."""
+        return Saved(self._keep_once(
+            keys=[keys.job_analyses(job_id), keys.job(job_id)],
+            args=[f"outcome:{name}", json.dumps(value)],
+        ))
+
+    def outcome(self, job_id: str, name: str) -> Any | None:
+        """An outcome kept by :meth:`keep_outcome`, or None."""
+        raw = self.client.hget(keys.job_analyses(job_id), f"outcome:{name}")
+        return None if raw is None else json.loads(raw)
+
     def cached_plot(self, job_id: str, fmt: str) -> bytes | None:
         """A plot drawn before, or None."""
         return self.client.get(keys.job_plot(job_id, fmt))
@@ -654,6 +858,17 @@ class JobStore:
         """How many jobs are queued or running, read only (for polls; may count a few
         expired ids until a submission prunes them)."""
         return int(self.client.zcard(keys.unfinished_jobs()))
+
+
+_RUNNING_JSON = json.dumps(sorted(status.value for status in RUNNING_STATUSES))
+
+
+def _stage_field(kind: str, analysis: str, stage: int) -> str:
+    return f"{kind}:{analysis}:{stage}"
+
+
+def _chunk_field(analysis: str, stage: int, chunk: int | str) -> str:
+    return f"{analysis}:{stage}:{chunk}"
 
 
 # The job-duration histogram's buckets as the transition script reads them.

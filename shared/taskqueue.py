@@ -15,10 +15,19 @@ from shared.contract import JobSpec
 
 FETCH = "emcoins.fetch_batch"
 FIT = "emcoins.fit"
+REPLICATES = "emcoins.replicates"
 IO_QUEUE = "io"
 CPU_QUEUE = "cpu"
-QUEUES = (IO_QUEUE, CPU_QUEUE)
-ROUTES = {FETCH: {"queue": IO_QUEUE}, FIT: {"queue": CPU_QUEUE}}
+# Chunks of bootstrap and components-test replicates: a queue of their own, so that a job
+# of thousands of refits does not stand in front of other jobs' fits. Workers of the cpu
+# queue take from it too, but only when no fit waits (see :func:`worker_queues`).
+REPLICATES_QUEUE = "replicates"
+QUEUES = (IO_QUEUE, CPU_QUEUE, REPLICATES_QUEUE)
+ROUTES = {
+    FETCH: {"queue": IO_QUEUE},
+    FIT: {"queue": CPU_QUEUE},
+    REPLICATES: {"queue": REPLICATES_QUEUE},
+}
 
 
 def batches(total: int, size: int) -> list[tuple[int, int]]:
@@ -34,6 +43,24 @@ def fetch_id(job_id: str, batch: int) -> str:
 def fit_id(job_id: str, methods: list[str] | tuple[str, ...]) -> str:
     """The task id of a job's fit of some methods."""
     return f"{job_id}.fit.{'+'.join(methods)}"
+
+
+def replicates_id(job_id: str, analysis: str, stage: int, chunk: int) -> str:
+    """The task id of one chunk of replicates of a job's analysis."""
+    return f"{job_id}.{analysis}.{stage}.{chunk}"
+
+
+def worker_queues(queues: list[str]) -> list[str]:
+    """The queues a worker started with ``-Q queues`` consumes, in the order it polls
+    them: a cpu worker takes replicate chunks too, after the fits.
+
+    With ``queue_order_strategy: priority`` (below), kombu's Redis transport polls the
+    queues in this order on every BRPOP, so a chunk is taken only when no fit waits; a
+    fit waits at most for a chunk running in each of the worker's processes.
+    """
+    if CPU_QUEUE in queues and REPLICATES_QUEUE not in queues:
+        return [*queues, REPLICATES_QUEUE]
+    return list(queues)
 
 
 def job_of(task_id: str | None) -> str | None:
@@ -79,6 +106,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # again when its connection breaks (after a failover, the new master).
             **({"master_name": settings.redis_master} if settings.redis_sentinels else {}),
             "visibility_timeout": settings.visibility_timeout,
+            # Poll a worker's queues in the order it names them, not round robin: a cpu
+            # worker's fits always come before replicate chunks (see worker_queues).
+            "queue_order_strategy": "priority",
             "unacked_restore_interval": settings.unacked_restore_interval,
             # Scan on every sweep, not every tenth: a dead worker's tasks come back
             # within visibility_timeout + unacked_restore_interval.

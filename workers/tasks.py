@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -14,7 +15,7 @@ from celery.signals import task_postrun, task_prerun, worker_init
 from kombu.exceptions import OperationalError
 
 from shared.config import get_settings
-from shared.contract import JobError, JobResult
+from shared.contract import BOOTSTRAP, COMPONENTS_TEST, EM, JobError
 from shared.dispatch import Dispatcher
 from shared.draws import aggregate_counts
 from shared.errors import InvalidDrawError
@@ -22,10 +23,13 @@ from shared.fitting import fit_methods
 from shared.metrics import TaskObserver
 from shared.replication import Replication
 from shared.status import ErrorCode
-from shared.store import JobNotFound, JobRecord, JobStore, Saved, connect
-from shared.taskqueue import FETCH, FIT
+from shared.store import JobRecord, JobStore, Saved, connect
+from shared.taskqueue import FETCH, FIT, REPLICATES
+from workers import replicates as analyses
 from workers.celery_app import app
 from workers.fetch import Cancelled, DrawFetcher, SourceUnavailable, make_session
+from workers.results import TEST_ERROR, store_result
+from workers.results import running_record as _running_record
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +167,14 @@ def fetch_batch(job_id: str, url: str, batch: int, first: int, count: int) -> No
 @app.task(name=FIT, base=JobTask)
 def fit(job_id: str, methods: list[str]) -> None:
     """Fit some methods to the job's draws, keep each one's part, and store the result if
-    the last part missing was among them."""
+    the last part missing was among them. A job with a components test runs the test
+    first (the fits are sent again when it ends); an EM fit with a bootstrap is kept until
+    the bootstrap's replicates are in."""
     jobs = store()
     record = _running_record(jobs, job_id)
     if record is None:
         return
+    spec = record.spec
     todo = [method for method in methods if method not in jobs.parts(job_id)]
     if not todo:
         # Redelivered after its parts were saved: the crash may have come before the
@@ -182,38 +189,37 @@ def fit(job_id: str, methods: list[str]) -> None:
         counts = aggregate_counts(pair for i in sorted(batches) for pair in batches[i])
     if not jobs.start_fitting(job_id, counts):
         return
-    parts = fit_methods(todo, counts, record.spec, max_gmm_draws=get_settings().max_gmm_draws)
+    record = dataclasses.replace(record, counts=counts)
+    rows = analyses.rows_of(counts)
+    selected = None
+    if spec.test_components is not None:
+        test = jobs.outcome(job_id, COMPONENTS_TEST)
+        if test is None and jobs.outcome(job_id, TEST_ERROR) is None:
+            if not analyses.run_components_test(jobs, dispatcher(), record, rows):
+                return
+        elif test is not None and spec.chooses_components:
+            selected = int(test["selected"])
+    if EM in todo and spec.bootstrap is not None and analyses.bootstrap_started(jobs, job_id):
+        # Redelivered while its bootstrap runs: the EM fit is kept with the bootstrap.
+        analyses.resume_stage(jobs, dispatcher(), record, BOOTSTRAP, 0)
+        todo.remove(EM)
+        if not todo:
+            return
+    parts = fit_methods(
+        todo, counts, spec, max_gmm_draws=get_settings().max_gmm_draws, selected=selected
+    )
     for part in parts:
-        if jobs.save_part(job_id, part) is Saved.COMPLETED:
+        if part.method == EM and spec.bootstrap is not None and part.estimate is not None:
+            analyses.start_bootstrap(jobs, dispatcher(), record, rows, part)
+        elif jobs.save_part(job_id, part) is Saved.COMPLETED:
             store_result(jobs, record)
 
 
-def store_result(jobs: JobStore, record: JobRecord) -> None:
-    """The job's last step: merge the methods' parts into its result, once."""
-    parts = jobs.parts(record.id)
-    methods = record.spec.methods
-    if not all(method in parts for method in methods):
-        return
-    result = JobResult.merge([parts[m] for m in methods])
-    if result.failed:
-        # No method gave an estimate: the job fails with each method's reason.
-        reasons = "; ".join(f"{m}: {e.message}" for m, e in result.errors.items())
-        jobs.fail(record.id, JobError(
-            code=ErrorCode.FIT_FAILED.value,
-            message=f"every method failed: {reasons}",
-            details={m: e.to_json() for m, e in result.errors.items()},
-        ))
-    else:
-        jobs.succeed(record.id, result)
-
-
-def _running_record(jobs: JobStore, job_id: str) -> JobRecord | None:
-    """The job's record, or None if it expired or already finished (or was cancelled)."""
-    try:
-        record = jobs.get(job_id)
-    except JobNotFound:
-        return None
-    return None if record.status.is_final else record
+@app.task(name=REPLICATES, base=JobTask)
+def replicates(job_id: str, analysis: str, stage: int, chunk: int) -> None:
+    """Run one chunk of replicates of a job's bootstrap or components test (see
+    :mod:`workers.replicates`)."""
+    analyses.run_chunk(store(), dispatcher(), job_id, analysis, stage, chunk)
 
 
 def _all_batches(jobs: JobStore, record: JobRecord) -> bool:

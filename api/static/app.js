@@ -61,6 +61,14 @@ function fixed(value, digits = 3) {
   return value === null || value === undefined ? "n/a" : Number(value).toFixed(digits);
 }
 
+// 0.95 as "95%", 0.975 as "97.5%".
+function percent(level) { return `${Number((level * 100).toPrecision(12))}%`; }
+
+// The API sends no intervals at all when every replicate failed.
+function interval(bounds) {
+  return bounds ? `[${fixed(bounds[0])}, ${fixed(bounds[1])}]` : "n/a";
+}
+
 function cell(tag, text, className) {
   const element = document.createElement(tag);
   element.textContent = text;
@@ -126,6 +134,20 @@ function jobRequest() {
     .map((box) => box.value);
   if ($("seed").value !== "") body.seed = Number($("seed").value);
   if ($("callback").value.trim()) body.callback = { url: $("callback").value.trim() };
+  // An empty number of replicates asks for no analysis; the API checks the rest.
+  if ($("bootstrap-replicates").value !== "") {
+    body.bootstrap = {
+      replicates: Number($("bootstrap-replicates").value),
+      kind: $("bootstrap-kind").value,
+      level: Number($("bootstrap-level").value),
+    };
+  }
+  if ($("test-components").value !== "") {
+    body.test_components = { max_components: Number($("test-components").value) };
+    if ($("test-replicates").value !== "") {
+      body.test_components.replicates = Number($("test-replicates").value);
+    }
+  }
   return body;
 }
 
@@ -227,11 +249,37 @@ async function openJob(id, { focus = false } = {}) {
 
 function isCurrent(id, signal) { return current && current.id === id && !signal.aborted; }
 
+// The replicates done of an analysis, in a job's progress or a progress event (which may
+// carry the count bare).
+function replicatesOf(progress) {
+  if (!progress) return null;
+  if ("analysis" in progress && "done" in progress) return progress;
+  return progress.replicates || null;
+}
+
+// "Bootstrap", or the stage of the components test running: k coins against k+1.
+function analysisName({ analysis, stage }) {
+  if (analysis === "bootstrap") return "Bootstrap";
+  if (analysis === "components_test") {
+    return stage ? `Test of ${stage} against ${stage + 1} coins:` : "Test for the number of coins:";
+  }
+  return analysis;
+}
+
 function showProgress(progress) {
   const { draws_fetched: done, draws_total: total } = progress;
-  $("job-progress").max = Math.max(total, 1);
-  $("job-progress").value = done;
-  $("job-progress-text").textContent = `${done} / ${total} draws`;
+  if (done !== undefined && total !== undefined) {
+    $("job-progress").max = Math.max(total, 1);
+    $("job-progress").value = done;
+    $("job-progress-text").textContent = `${done} / ${total} draws`;
+  }
+  const replicates = replicatesOf(progress);
+  if (!replicates) return;
+  $("replicates-analysis").textContent = analysisName(replicates);
+  $("replicates-progress").max = Math.max(replicates.total, 1);
+  $("replicates-progress").value = replicates.done;
+  $("replicates-progress-text").textContent = `${replicates.done} / ${replicates.total}`;
+  show("replicates-line", true);
 }
 
 function showStatus(status) {
@@ -244,12 +292,25 @@ function describeSpec(job) {
   const items = [];
   if (spec.source) items.push(["Draws", `${spec.source.draws} from ${spec.source.url}`]);
   else items.push(["Draws", `${job.progress.draws_total} given inline`]);
-  items.push(["Coins", spec.n_components === "auto"
-    ? `auto (BIC), up to ${spec.max_components}` : String(spec.n_components)]);
+  const chooser = spec.test_components
+    ? `the test, up to ${spec.test_components.max_components}`
+    : `BIC, up to ${spec.max_components}`;
+  items.push(["Coins", spec.n_components === "auto" ? `auto (${chooser})`
+    : String(spec.n_components)]);
   items.push(["Weights", String(spec.weights)]);
   items.push(["Restarts", String(spec.restarts)]);
   items.push(["Methods", (spec.methods || []).join(", ")]);
   items.push(["Seed", String(spec.seed)]);
+  if (spec.bootstrap) {
+    const boot = spec.bootstrap;
+    items.push(["Bootstrap", `${boot.replicates} ${boot.kind} replicates, ` +
+      `${percent(boot.level)} intervals`]);
+  }
+  if (spec.test_components) {
+    const test = spec.test_components;
+    items.push(["Test for the number of coins",
+      `up to ${test.max_components} coins, ${test.replicates} replicates per test`]);
+  }
   if (job.callback) {
     items.push(["Callback", `${job.callback.url}: ${job.callback.state} ` +
       `(${job.callback.attempts} attempts)`]);
@@ -275,6 +336,7 @@ function offerJson(job) {
 function showJob(job) {
   $("job-id").textContent = job.id;
   showStatus(job.status);
+  show("replicates-line", false);
   showProgress(job.progress);
   show("delete", true);
   describeSpec(job);
@@ -480,9 +542,17 @@ async function download(url, accept, filename) {
   setTimeout(() => URL.revokeObjectURL(blobUrl), 60000);
 }
 
-function estimateRow(method, coin, estimate, weight, spread) {
-  const tr = tableRow([[method, "method"], [String(coin), "coin"], [fixed(estimate), "estimate"],
-                       [fixed(weight), "weight"], [fixed(spread), "spread"]]);
+// With a bootstrap, every row has interval cells after its estimate and its weight (empty
+// for the methods that have none), so the columns stay aligned: ``intervals`` is their
+// two texts, or null without a bootstrap.
+function estimateRow(method, coin, estimate, weight, spread, intervals) {
+  const cells = [[method, "method"], [String(coin), "coin"], [fixed(estimate), "estimate"],
+                 [fixed(weight), "weight"], [fixed(spread), "spread"]];
+  if (intervals) {
+    cells.splice(3, 0, [intervals[0], "estimate-interval"]);
+    cells.splice(5, 0, [intervals[1], "weight-interval"]);
+  }
+  const tr = tableRow(cells);
   tr.dataset.method = method;
   tr.dataset.coin = String(coin);
   return tr;
@@ -491,13 +561,26 @@ function estimateRow(method, coin, estimate, weight, spread) {
 function showEstimates(result) {
   const body = $("result-table").querySelector("tbody");
   body.replaceChildren();
+  const boot = result.em && result.em.bootstrap;
+  for (const th of $("result-table").querySelectorAll(".interval-head")) {
+    th.textContent = boot ? `${percent(boot.level)} interval` : "";
+    th.hidden = !boot;
+  }
+  const none = boot ? ["", ""] : null;
   if (result.em) {
     result.em.thetas.forEach((theta, i) => body.appendChild(
-      estimateRow("EM", i + 1, theta, result.em.weights[i], result.em.standard_errors[i])));
+      estimateRow("EM", i + 1, theta, result.em.weights[i], result.em.standard_errors[i],
+                  boot ? [interval(boot.thetas[i]), interval(boot.weights[i])] : null)));
   }
   if (result.gmm) {
     result.gmm.means.forEach((mean, i) => body.appendChild(
-      estimateRow("GMM", i + 1, mean, result.gmm.weights[i], result.gmm.stds[i])));
+      estimateRow("GMM", i + 1, mean, result.gmm.weights[i], result.gmm.stds[i], none)));
+  }
+  show("bootstrap-note", Boolean(boot));
+  if (boot) {
+    $("bootstrap-note").textContent = `Intervals: ${percent(boot.level)} percentile, from ` +
+      `${boot.replicates} ${boot.kind} bootstrap replicates; ${boot.failed} failed to fit, ` +
+      `${boot.ambiguous} matched to the coins ambiguously (two ways almost equally good).`;
   }
 }
 
@@ -523,7 +606,33 @@ function showNotes(result) {
   show("method-errors", errors.children.length > 0);
 }
 
-function showModelChoice(result) {
+function showComponentsTest(job) {
+  const test = job.result.components_test;
+  show("components-test-area", Boolean(test));
+  if (!test) return;
+  $("components-test-replicates").textContent = String(test.replicates);
+  const body = $("components-test-table").querySelector("tbody");
+  body.replaceChildren();
+  for (const { k, statistic, p_value: p } of test.tests) {
+    const selected = k === test.selected;
+    const tr = tableRow([[`${k} vs ${k + 1}`, "k"], [fixed(statistic, 2), "statistic"],
+                         [fixed(p, 3), "p-value"], [selected ? "yes" : "", "selected"]]);
+    tr.dataset.k = String(k);
+    if (selected) tr.className = "chosen";
+    body.appendChild(tr);
+  }
+  const why = test.tests.some(({ k }) => k === test.selected)
+    ? "the first test not significant at 0.05"
+    : "every test up to the largest K allowed was significant at 0.05";
+  const fitted = (job.spec || {}).n_components === "auto"
+    ? "the K fitted" : "reported only; the fit keeps the K asked for";
+  $("components-test-note").textContent = `Selected: ${test.selected} coins, ${why} (${fitted}).`;
+}
+
+function showModelChoice(job) {
+  const result = job.result;
+  const byTest = Boolean(result.components_test) && (job.spec || {}).n_components === "auto";
+  $("bic-chooser").textContent = byTest ? "the test below" : "BIC";
   const body = $("bic-table").querySelector("tbody");
   body.replaceChildren();
   const bic = result.bic || {};
@@ -637,7 +746,8 @@ function showResult(job) {
   $("result-k").textContent = String(result.n_components);
   showNotes(result);
   showEstimates(result);
-  showModelChoice(result);
+  showModelChoice(job);
+  showComponentsTest(job);
   showConvergence(result);
   showRestarts(result.em);
   showPosteriors(job);

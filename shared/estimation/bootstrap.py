@@ -143,9 +143,11 @@ def fit_replicate(
     rng: np.random.Generator,
     *,
     n_random_init: int = 2,
+    mixing: str = "learn",
 ) -> dict[str, Any]:
     """Resample, refit K = len(thetas) coins from the full-data fit plus ``n_random_init``
-    random restarts, and align to the full-data fit's labels.
+    random restarts, and align to the full-data fit's labels. ``mixing`` is the model's
+    ``weights`` option ("learn", or "equal" to keep them at 1/K as the job's fit did).
 
     Returns ``{"thetas", "weights", "failed", "ambiguous"}`` (JSON-ready, in the reference's
     order). ``failed`` when the refit raised (e.g. a resample with fewer distinct rows
@@ -157,6 +159,7 @@ def fit_replicate(
         n_components=th.size,
         init={"thetas": th.tolist(), "weights": w.tolist()},
         n_random_init=n_random_init,
+        weights=mixing,
         random_state=rng,
     )
     try:
@@ -187,6 +190,7 @@ def bootstrap_chunk(
     *,
     seed: int,
     indices: Sequence[int],
+    mixing: str = "learn",
 ) -> list[dict[str, Any]]:
     """The replicates with these indices (each dict with its ``"index"``): one worker's chunk."""
     _check_kind(kind)
@@ -195,7 +199,7 @@ def bootstrap_chunk(
     out = []
     for index in indices:
         rng = replicate_rng(seed, "bootstrap", index)
-        replicate = fit_replicate(kind, h, n, c, th, w, rng)
+        replicate = fit_replicate(kind, h, n, c, th, w, rng, mixing=mixing)
         out.append({"index": int(index), **replicate})
     return out
 
@@ -253,13 +257,14 @@ def bootstrap(
     replicates: int,
     level: float,
     seed: int,
+    mixing: str = "learn",
 ) -> dict[str, Any]:
     """All B replicates in this process, summarised: what the service returns for the
     same seed, however it chunks the work."""
     b = check_positive_int(replicates, "replicates")
     check_level(level)
     chunk = bootstrap_chunk(
-        kind, heads, trials, counts, thetas, weights, seed=seed, indices=range(b)
+        kind, heads, trials, counts, thetas, weights, seed=seed, indices=range(b), mixing=mixing
     )
     return summarize_bootstrap(chunk, kind=kind, level=level)
 

@@ -43,15 +43,17 @@ def full_fit(
     *,
     restarts: int,
     seed: int,
+    mixing: str = "learn",
 ) -> BinomialMixture:
-    """The full-data fit with ``n_components`` coins and ``restarts`` restarts.
+    """The full-data fit with ``n_components`` coins and ``restarts`` restarts; ``mixing``
+    is the model's ``weights`` option ("learn" or "equal"), the job's for every fit.
 
     Its random stream depends on the seed and the number of coins only, so the fit of k
     coins is the same whether it is the alternative at stage k - 1 or the null at stage k.
     """
     h, n, c = check_rows(heads, trials, counts)
     rng = replicate_rng(seed, "components_fit", 0, stage=n_components)
-    model = BinomialMixture(n_components, n_init=restarts, random_state=rng)
+    model = BinomialMixture(n_components, n_init=restarts, weights=mixing, random_state=rng)
     with warnings.catch_warnings():
         # The best run is polished by Newton steps when EM stops short; that is good
         # enough for a likelihood ratio, and a warning per fit would only be noise.
@@ -67,12 +69,13 @@ def null_and_alternative(
     *,
     restarts: int,
     seed: int,
+    mixing: str = "learn",
 ) -> tuple[BinomialMixture, BinomialMixture]:
     """The full-data fits with k and k + 1 coins (see :func:`full_fit`)."""
     k = check_positive_int(k, "k")
     return (
-        full_fit(heads, trials, counts, k, restarts=restarts, seed=seed),
-        full_fit(heads, trials, counts, k + 1, restarts=restarts, seed=seed),
+        full_fit(heads, trials, counts, k, restarts=restarts, seed=seed, mixing=mixing),
+        full_fit(heads, trials, counts, k + 1, restarts=restarts, seed=seed, mixing=mixing),
     )
 
 
@@ -101,6 +104,7 @@ def lrt_chunk(
     alternative: dict[str, Any],
     seed: int,
     indices: Sequence[int],
+    mixing: str = "learn",
 ) -> list[dict[str, Any]]:
     """The replicates with these indices of the test of k against k + 1 coins.
 
@@ -119,8 +123,8 @@ def lrt_chunk(
         rng = replicate_rng(seed, "components_test", index, stage=k)
         data = resample("parametric", h, n, c, null["thetas"], null["weights"], rng)
         try:
-            null_ll = _refit(data, null, rng)
-            alt_ll = _refit(data, alternative, rng)
+            null_ll = _refit(data, null, rng, mixing)
+            alt_ll = _refit(data, alternative, rng, mixing)
         except ValueError:
             out.append({"index": int(index), "statistic": None, "failed": True})
             continue
@@ -170,6 +174,7 @@ def components_test(
     replicates: int,
     seed: int,
     restarts: int = 10,
+    mixing: str = "learn",
 ) -> dict[str, Any]:
     """Test k = 1, 2, ... against k + 1 coins, stopping at the first test that does not
     reject; in one process.
@@ -188,7 +193,7 @@ def components_test(
 
     def fit(coins: int) -> dict[str, Any]:
         if coins not in fits:
-            model = full_fit(h, n, c, coins, restarts=restarts, seed=seed)
+            model = full_fit(h, n, c, coins, restarts=restarts, seed=seed, mixing=mixing)
             fits[coins] = fit_summary(model)
         return fits[coins]
 
@@ -198,7 +203,8 @@ def components_test(
         null, alternative = fit(k), fit(k + 1)
         observed = observed_statistic(null["log_likelihood"], alternative["log_likelihood"])
         chunk = lrt_chunk(
-            h, n, c, k=k, null=null, alternative=alternative, seed=seed, indices=range(b)
+            h, n, c, k=k, null=null, alternative=alternative, seed=seed, indices=range(b),
+            mixing=mixing,
         )
         p = p_value(observed, [r["statistic"] for r in chunk if not r["failed"]])
         tests.append({"k": k, "statistic": observed, "p_value": p})
@@ -208,12 +214,15 @@ def components_test(
     return {"replicates": b, "tests": tests, "selected": selected}
 
 
-def _refit(data: tuple[np.ndarray, ...], start: dict[str, Any], rng: np.random.Generator) -> float:
+def _refit(
+    data: tuple[np.ndarray, ...], start: dict[str, Any], rng: np.random.Generator, mixing: str
+) -> float:
     """Log-likelihood of a fit to ``data`` from ``start`` plus 2 random restarts."""
     model = BinomialMixture(
         len(start["thetas"]),
         init={"thetas": start["thetas"], "weights": start["weights"]},
         n_random_init=2,
+        weights=mixing,
         random_state=rng,
     )
     with warnings.catch_warnings():

@@ -35,6 +35,7 @@ def test_the_202_carries_location_and_retry_after_and_the_job_its_spec(client):
     assert job["spec"] == {
         "source": None, "n_components": 2, "max_components": 4, "weights": "learn",
         "restarts": 10, "methods": ["em", "gmm"], "seed": 5, "callback": None,
+        "bootstrap": None, "test_components": None,
     }
     unseeded = submit(client, {"counts": [[3, 10], [7, 10]]}).get_json()
     seed = client.get(unseeded["url"]).get_json()["spec"]["seed"]
@@ -201,7 +202,7 @@ def test_the_openapi_document_declares_headers_examples_and_the_package_version(
     post = spec["paths"]["/jobs"]["post"]
     assert {"Location", "Retry-After"} <= set(post["responses"]["202"]["headers"])
     examples = post["requestBody"]["content"]["application/json"]["examples"]
-    assert set(examples) == {"source", "draws", "counts"}
+    assert set(examples) == {"source", "draws", "counts", "bootstrap", "test_components"}
     get = spec["paths"]["/jobs/{job_id}"]["get"]
     assert "Retry-After" in get["responses"]["200"]["headers"]
     assert {"get", "post"} <= set(spec["paths"]["/jobs"])

@@ -83,6 +83,12 @@ def test_components_choices_follow_the_setting(app):
     assert 'max="3" value="3"' in html  # the most coins tried, when "auto"
 
 
+def test_replicates_inputs_follow_the_setting(app):
+    app.config["SETTINGS"] = app.config["SETTINGS"].__class__(max_replicates=500)
+    html = app.test_client().get("/").get_data(as_text=True)
+    assert html.count('max="500"') == 2  # bootstrap replicates and replicates per test
+
+
 def test_a_browser_opening_a_job_address_gets_the_page(client):
     job = client.post("/jobs", json=JOB).get_json()
     response = client.get(job["url"], headers={"Accept": BROWSER_ACCEPT})

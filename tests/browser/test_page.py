@@ -307,3 +307,194 @@ def test_an_invalid_job_shows_the_apis_message(stack, browser):
         ec.visibility_of_element_located((By.ID, "form-error"))
     )
     assert error.text.startswith("Some fields are invalid; see details. (draws.1:")
+
+
+# The analyses of issue 11 in their JSON form: EM's bootstrap intervals and the test for the
+# number of coins.
+BOOTSTRAP = {"replicates": 200, "kind": "parametric", "level": 0.9,
+             "thetas": [[0.4712, 0.4893], [0.6011, 0.6302]],
+             "weights": [[0.6504, 0.7796], [0.2204, 0.3496]], "failed": 2, "ambiguous": 5}
+COMPONENTS_TEST = {"replicates": 99, "tests": [{"k": 1, "statistic": 66.123, "p_value": 0.01},
+                                               {"k": 2, "statistic": 0.534, "p_value": 0.62}],
+                   "selected": 2}
+
+
+def finished_counts_job(stack, **options) -> dict:
+    """Geissler's families fitted by the stack with ``options``; the finished job."""
+    counts = [[boys, 12, families] for boys, families in enumerate(GEISSLER)]
+    posted = requests.post(f"{stack.api_url}/jobs", json={"counts": counts, **options},
+                           timeout=10)
+    posted.raise_for_status()
+    job_id = posted.json()["id"]
+    deadline = time.monotonic() + 60
+    while (job := api_job(stack, job_id))["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def test_the_page_shows_intervals_the_test_and_replicates_done(stack, browser):
+    job = finished_counts_job(stack, n_components="auto", max_components=3, seed=5)
+    browser.get(f"{stack.api_url}/jobs/{job['id']}")
+    wait_for_result(browser, job["id"])
+    # Without the analyses: no interval columns, no test, no replicates.
+    heads = browser.find_elements(By.CSS_SELECTOR, "#result-table th.interval-head")
+    assert [th.is_displayed() for th in heads] == [False, False]
+    for hidden in ("bootstrap-note", "components-test-area", "replicates-line"):
+        assert browser.find_element(By.ID, hidden).is_displayed() is False, hidden
+
+    # A count of replicates in a progress event, then the finished job with both analyses,
+    # as the page's own handlers receive them from the stream.
+    progress = {"draws_fetched": sum(GEISSLER), "draws_total": sum(GEISSLER), "replicates": {
+        "analysis": "components_test", "stage": 2, "done": 7, "total": 99}}
+    browser.execute_script("showProgress(arguments[0])", progress)
+    assert browser.find_element(By.ID, "replicates-line").text == (
+        "Test of 2 against 3 coins: replicates 7 / 99")
+    progress["replicates"] = {"analysis": "bootstrap", "stage": None, "done": 120, "total": 2000}
+    browser.execute_script("showProgress(arguments[0])", progress)
+    assert browser.find_element(By.ID, "replicates-line").text == (
+        "Bootstrap replicates 120 / 2000")
+    bar = browser.find_element(By.ID, "replicates-progress")
+    assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("120", "2000")
+    assert browser.find_element(By.ID, "job-progress-text").text == f"{sum(GEISSLER)} / " \
+        f"{sum(GEISSLER)} draws"
+    analysed = json.loads(json.dumps(job))
+    analysed["spec"]["bootstrap"] = {"replicates": 200, "kind": "parametric", "level": 0.9}
+    analysed["spec"]["test_components"] = {"max_components": 3, "replicates": 99}
+    analysed["result"]["em"]["bootstrap"] = BOOTSTRAP
+    analysed["result"]["components_test"] = COMPONENTS_TEST
+    browser.execute_script("finish(arguments[0])", analysed)
+
+    assert [th.text for th in heads] == ["90% interval", "90% interval"]
+    rows = {(row.get_attribute("data-method"), row.get_attribute("data-coin")): row
+            for row in browser.find_elements(By.CSS_SELECTOR, "#result-table tbody tr")}
+    for i in range(2):
+        row = rows[("EM", str(i + 1))]
+        assert row.find_element(By.CLASS_NAME, "estimate-interval").text == (
+            "[{:.3f}, {:.3f}]".format(*BOOTSTRAP["thetas"][i]))
+        assert row.find_element(By.CLASS_NAME, "weight-interval").text == (
+            "[{:.3f}, {:.3f}]".format(*BOOTSTRAP["weights"][i]))
+        # The columns stay aligned: GMM rows have the cells, empty.
+        gmm = rows[("GMM", str(i + 1))]
+        cells = [td.text for td in gmm.find_elements(By.TAG_NAME, "td")]
+        assert len(cells) == 7 and cells[3] == cells[5] == ""
+    assert_estimates_shown(browser, analysed["result"])
+    assert browser.find_element(By.ID, "bootstrap-note").text.startswith(
+        "Intervals: 90% percentile, from 200 parametric bootstrap replicates; 2 failed to fit, "
+        "5 matched to the coins ambiguously")
+
+    assert browser.find_element(By.ID, "components-test-replicates").text == "99"
+    assert texts(browser, "#components-test-table tbody tr") == [
+        ["1 vs 2", "66.12", "0.010", ""], ["2 vs 3", "0.53", "0.620", "yes"]]
+    chosen = browser.find_element(By.CSS_SELECTOR, "#components-test-table tr.chosen")
+    assert chosen.get_attribute("data-k") == "2"
+    assert browser.find_element(By.ID, "components-test-note").text == (
+        "Selected: 2 coins, the first test not significant at 0.05 (the K fitted).")
+    assert browser.find_element(By.ID, "bic-chooser").text == "the test below"
+    spec = dict(zip((dt.text for dt in browser.find_elements(By.CSS_SELECTOR, "#job-spec dt")),
+                    (dd.text for dd in browser.find_elements(By.CSS_SELECTOR, "#job-spec dd")),
+                    strict=True))
+    assert spec["Coins"] == "auto (the test, up to 3)"
+    assert spec["Bootstrap"] == "200 parametric replicates, 90% intervals"
+    assert spec["Test for the number of coins"] == "up to 3 coins, 99 replicates per test"
+
+    # K given, not chosen: the test only reports. Every replicate failed: no intervals.
+    analysed["spec"]["n_components"] = 2
+    analysed["result"]["em"]["bootstrap"] = {**BOOTSTRAP, "thetas": [], "weights": [],
+                                             "failed": 200}
+    browser.execute_script("finish(arguments[0])", analysed)
+    em_row = browser.find_element(By.CSS_SELECTOR, "#result-table tr[data-method=EM]")
+    assert em_row.find_element(By.CLASS_NAME, "estimate-interval").text == "n/a"
+    assert em_row.find_element(By.CLASS_NAME, "weight-interval").text == "n/a"
+    assert browser.find_element(By.ID, "components-test-note").text.endswith(
+        "(reported only; the fit keeps the K asked for).")
+    assert browser.find_element(By.ID, "bic-chooser").text == "BIC"
+
+
+def test_the_form_asks_for_the_analyses(stack, browser):
+    browser.get(f"{stack.api_url}/")
+    request = browser.execute_script("return jobRequest()")
+    assert "bootstrap" not in request and "test_components" not in request
+    browser.find_element(By.ID, "bootstrap-replicates").send_keys("300")
+    Select(browser.find_element(By.ID, "bootstrap-kind")).select_by_value("parametric")
+    level = browser.find_element(By.ID, "bootstrap-level")
+    level.clear()
+    level.send_keys("0.9")
+    browser.find_element(By.ID, "test-components").send_keys("4")
+    replicates = browser.find_element(By.ID, "test-replicates")
+    replicates.clear()
+    replicates.send_keys("19")
+    request = browser.execute_script("return jobRequest()")
+    assert request["bootstrap"] == {"replicates": 300, "kind": "parametric", "level": 0.9}
+    assert request["test_components"] == {"max_components": 4, "replicates": 19}
+
+
+def test_a_bootstrap_job_from_the_form(stack, browser, drawsource):
+    # A slow source keeps the job fetching when the page first looks, so the page follows
+    # its event stream, which replays every progress event from the start.
+    slow = drawsource(latency_ms=500)
+    browser.get(f"{stack.api_url}/")
+    url = browser.find_element(By.ID, "source-url")
+    url.clear()
+    url.send_keys(slow)
+    browser.find_element(By.ID, "seed").send_keys("11")
+    browser.find_element(By.ID, "bootstrap-replicates").send_keys("20")
+    browser.find_element(By.ID, "test-components").send_keys("3")
+    replicates = browser.find_element(By.ID, "test-replicates")
+    replicates.clear()
+    replicates.send_keys("19")
+    # Every text the replicates' label and count take, in order.
+    browser.execute_script("""
+      window.seenReplicates = [];
+      const watch = (id) => new MutationObserver((records) => {
+        for (const record of records) {
+          for (const node of record.addedNodes) window.seenReplicates.push([id, node.data]);
+        }
+      }).observe(document.getElementById(id), { childList: true });
+      watch("replicates-analysis");
+      watch("replicates-progress-text");
+    """)
+    browser.find_element(By.ID, "submit").click()
+    job_id = wait_for_result(browser)
+    job = api_job(stack, job_id)
+    result = job["result"]
+    assert job["spec"]["bootstrap"] == {"replicates": 20, "kind": "nonparametric", "level": 0.95}
+    assert job["spec"]["test_components"] == {"max_components": 3, "replicates": 19}
+
+    seen = browser.execute_script("return window.seenReplicates")
+    labels = [text for id_, text in seen if id_ == "replicates-analysis"]
+    stages = [f"Test of {t['k']} against {t['k'] + 1} coins:"
+              for t in result["components_test"]["tests"]]
+    assert [label for i, label in enumerate(labels) if i == 0 or labels[i - 1] != label] == [
+        *stages, "Bootstrap"]
+    # Each stage counts up from 0 to its total (chunk by chunk), then the next starts.
+    counts = [[int(n) for n in text.split(" / ")]
+              for id_, text in seen if id_ == "replicates-progress-text"]
+    runs = []
+    for done, total in counts:
+        if done == 0:
+            runs.append([])
+        runs[-1].append((done, total))
+    assert [(run[0], run[-1]) for run in runs] == [
+        *(((0, 19), (19, 19)) for _ in stages), ((0, 20), (20, 20))], counts
+    assert all(run == sorted(run) for run in runs), counts
+    assert browser.find_element(By.ID, "replicates-line").text == "Bootstrap replicates 20 / 20"
+
+    boot = result["em"]["bootstrap"]
+    for i in range(result["n_components"]):
+        row = browser.find_element(By.CSS_SELECTOR,
+                                   f"#result-table tr[data-method=EM][data-coin='{i + 1}']")
+        assert row.find_element(By.CLASS_NAME, "estimate-interval").text == (
+            "[{:.3f}, {:.3f}]".format(*boot["thetas"][i]))
+        assert row.find_element(By.CLASS_NAME, "weight-interval").text == (
+            "[{:.3f}, {:.3f}]".format(*boot["weights"][i]))
+    assert_estimates_shown(browser, result)
+    test = result["components_test"]
+    assert texts(browser, "#components-test-table tbody tr") == [
+        [f"{t['k']} vs {t['k'] + 1}", f"{t['statistic']:.2f}", f"{t['p_value']:.3f}",
+         "yes" if t["k"] == test["selected"] else ""] for t in test["tests"]]
+    # The plot, with its error bars, loaded.
+    plot = browser.find_element(By.ID, "plot")
+    WebDriverWait(browser, 30).until(lambda _: browser.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth > 0", plot))

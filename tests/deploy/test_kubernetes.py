@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from shared.config import Settings
-from shared.taskqueue import CPU_QUEUE, IO_QUEUE
+from shared.taskqueue import CPU_QUEUE, IO_QUEUE, REPLICATES_QUEUE, worker_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "kubernetes"
@@ -206,7 +206,7 @@ def test_redis_triggers_measure_the_workers_own_queue(so):
         assert set(meta) <= REDIS_TRIGGER_FIELDS, set(meta) - REDIS_TRIGGER_FIELDS
         # Trigger metadata is a map of strings; a bare number is rejected by the CRD.
         assert all(isinstance(value, str) for value in meta.values()), meta
-        assert meta["listName"] == option(command, "-Q")
+        assert meta["listName"] in worker_queues(option(command, "-Q").split(","))
         assert int(meta["listLength"]) >= 1
         assert int(meta["activationListLength"]) >= 0
         # Required: the server, as address (host:port) or host and port.
@@ -225,6 +225,12 @@ def test_the_cpu_workers_scale_from_zero_and_the_io_workers_never_reach_it():
     assert by_target["worker-cpu"].get("minReplicaCount", 0) == 0
     trigger = by_target["worker-cpu"]["triggers"][0]["metadata"]
     assert trigger["activationListLength"] == "0", "one waiting fit must wake a worker"
+
+
+def test_the_cpu_workers_scale_on_waiting_replicate_chunks_too():
+    by_target = {so["spec"]["scaleTargetRef"]["name"]: so["spec"] for so in SCALED_OBJECTS}
+    lists = [t["metadata"]["listName"] for t in by_target["worker-cpu"]["triggers"]]
+    assert lists == [CPU_QUEUE, REPLICATES_QUEUE]
 
 
 def test_the_event_streams_run_in_their_own_gevent_deployment():

@@ -104,3 +104,18 @@ def test_tokens_stay_out_of_repr_and_errors():
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"EMCOINS_API_TOKENS": "s3cret token"})
     assert "s3cret" not in str(info.value)
+
+
+def test_replicate_settings_have_their_defaults_and_bounds():
+    settings = Settings.from_env({})
+    assert settings.max_replicates == 10_000
+    assert settings.replicate_chunk_seconds == 0.25 and settings.replicate_chunk_max == 1000
+    assert Settings.from_env({"EMCOINS_REPLICATE_CHUNK_SECONDS": "5"}).replicate_chunk_seconds == 5
+    for value in ("0", "5.1"):  # a chunk must end well inside the 20 s visibility timeout
+        with pytest.raises(ConfigError, match="EMCOINS_REPLICATE_CHUNK_SECONDS must be more "
+                                              "than 0 and at most a quarter of"):
+            Settings.from_env({"EMCOINS_REPLICATE_CHUNK_SECONDS": value})
+    with pytest.raises(ConfigError, match="EMCOINS_MAX_REPLICATES must be at least 1"):
+        Settings.from_env({"EMCOINS_MAX_REPLICATES": "0"})
+    with pytest.raises(ConfigError, match="EMCOINS_REPLICATE_CHUNK_MAX must be an integer"):
+        Settings.from_env({"EMCOINS_REPLICATE_CHUNK_MAX": "many"})

@@ -91,3 +91,66 @@ def test_a_second_panel_shows_the_em_trajectory():
     np.testing.assert_allclose(lines["coin 2"].get_xdata(), [1, 2, 3])
     assert "-29.10" in path.get_title()
     assert plotting.render(COUNTS, result, "png").startswith(b"\x89PNG")
+
+
+BOOTSTRAP = {"replicates": 200, "kind": "parametric", "level": 0.9,
+             "thetas": [[0.18, 0.31], [0.69, 0.83]], "weights": [[0.2, 0.6], [0.4, 0.8]],
+             "failed": 1, "ambiguous": 2}
+
+
+def error_bars(ax) -> list:
+    """The error-bar containers drawn on ``ax``."""
+    from matplotlib.container import ErrorbarContainer
+
+    return [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+def test_bootstrap_intervals_are_error_bars_across_each_em_theta():
+    result = {**RESULT, "em": {**RESULT["em"], "bootstrap": BOOTSTRAP}}
+    ax = plotting.figure(COUNTS, result).axes[0]
+    (bars,) = error_bars(ax)
+    assert bars.get_label() == "EM θ 90% intervals (200 parametric bootstrap)"
+    segments = bars.lines[2][0].get_segments()
+    # Each spans its coin's interval, at the top of that coin's curve: 12 draws times the
+    # weight times the largest Binomial(10, theta) probability.
+    peaks = [12 * 0.4 * binom.pmf(2, 10, 0.25), 12 * 0.6 * binom.pmf(8, 10, 0.75)]
+    for segment, (lo, hi), peak in zip(segments, BOOTSTRAP["thetas"], peaks, strict=True):
+        np.testing.assert_allclose(segment, [[lo, peak], [hi, peak]])
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "EM coin 1: θ=0.250 [0.180, 0.310], weight 0.40 [0.20, 0.60]" in labels
+
+
+def test_an_interval_beside_its_estimate_and_a_coin_without_one():
+    # A percentile interval need not hold the estimate; a coin whose replicates all failed
+    # has none.
+    boot = {**BOOTSTRAP, "thetas": [[0.26, 0.3], [None, None]],
+            "weights": [[0.3, 0.5], [None, None]]}
+    result = {**RESULT, "em": {**RESULT["em"], "bootstrap": boot}}
+    ax = plotting.figure(COUNTS, result).axes[0]
+    (bars,) = error_bars(ax)
+    (segment,) = bars.lines[2][0].get_segments()
+    np.testing.assert_allclose(segment[:, 0], [0.26, 0.3])
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "EM coin 2: θ=0.750, weight 0.60" in labels
+
+
+def test_no_error_bars_without_a_bootstrap_or_when_every_replicate_failed():
+    assert error_bars(plotting.figure(COUNTS, RESULT).axes[0]) == []
+    failed = {**BOOTSTRAP, "thetas": [], "weights": [], "failed": 200}
+    ax = plotting.figure(COUNTS, {**RESULT, "em": {**RESULT["em"], "bootstrap": failed}}).axes[0]
+    assert error_bars(ax) == []
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "EM coin 1: θ=0.250, weight 0.40" in labels
+
+
+def test_the_trajectory_ends_at_the_intervals():
+    trajectory = {"log_likelihood": [-30.0, -29.2, -29.1], "thetas": [[0.6, 0.5], [0.7, 0.45],
+                                                                      [0.25, 0.75]]}
+    result = {**RESULT, "em": {**RESULT["em"], "trajectory": trajectory, "bootstrap": BOOTSTRAP}}
+    fig = plotting.figure(COUNTS, result)
+    _, path = fig.axes
+    (bars,) = error_bars(path)
+    segments = bars.lines[2][0].get_segments()
+    for segment, (lo, hi) in zip(segments, BOOTSTRAP["thetas"], strict=True):
+        np.testing.assert_allclose(segment, [[3, lo], [3, hi]])
+    assert plotting.render(COUNTS, result, "svg").startswith(b"<?xml")

@@ -187,3 +187,119 @@ def test_a_final_transition_counts_the_job_in_the_same_call(redis_client):
     assert counters == {"jobs_finished_total|failed|source_unavailable": "1"}
     histogram = redis_client.hgetall(keys.metric_histogram("job_duration_seconds"))
     assert histogram["count"] == "1" and histogram["le:0.25"] == "1"
+
+
+# --- replicate stages: started once, each chunk saved and counted once --------------------
+
+
+def stage_job(store: JobStore) -> None:
+    store.create("j", spec=spec(methods=["em"]), draws_total=4, counts=[[1, 4, 2], [3, 4, 2]])
+    store.start_fitting("j", [[1, 4, 2], [3, 4, 2]])
+
+
+def test_a_stage_starts_once_and_becomes_the_job_progress(redis_client):
+    store = make_store(redis_client)
+    stage_job(store)
+    assert store.stage_setup("j", "bootstrap", 0) is None
+    assert store.start_stage("j", "bootstrap", 0, {"layout": 1}, replicates=10) is Saved.WRITTEN
+    assert store.start_stage("j", "bootstrap", 0, {"layout": 2}, replicates=10) is Saved.ALREADY
+    assert store.stage_setup("j", "bootstrap", 0) == {"layout": 1}
+    progress = store.get("j").to_json()["progress"]
+    assert progress == {"draws_fetched": 4, "draws_total": 4, "replicates": {
+        "analysis": "bootstrap", "stage": None, "done": 0, "total": 10}}
+    assert store.start_stage("nope", "bootstrap", 0, {}, replicates=1) is Saved.NO_JOB
+
+
+def test_each_chunk_is_saved_and_counted_once_and_one_save_completes_the_stage(redis_client):
+    store = make_store(redis_client)
+    stage_job(store)
+    store.start_stage("j", "components_test", 2, {}, replicates=5)
+    first = [{"index": 0, "statistic": 1.0, "failed": False}]
+    rest = [{"index": i, "statistic": 0.5, "failed": False} for i in (1, 2, 3, 4)]
+    assert store.save_chunk("j", "components_test", 2, 0, first, chunks=2) is Saved.WRITTEN
+    assert store.save_chunk("j", "components_test", 2, 0, rest, chunks=2) is Saved.ALREADY
+    assert store.get("j").replicates.done == 1
+    assert store.has_chunk("j", "components_test", 2, 0)
+    assert not store.has_chunk("j", "components_test", 2, 1)
+    assert store.save_chunk("j", "components_test", 2, 1, rest, chunks=2) is Saved.COMPLETED
+    assert store.save_chunk("j", "components_test", 2, 1, rest, chunks=2) is Saved.ALREADY
+    assert store.chunks_saved("j", "components_test", 2) == 2
+    assert store.saved_chunks("j", "components_test", 2) == {0, 1}
+    assert sorted(r["index"] for r in store.stage_replicates("j", "components_test", 2)) == [
+        0, 1, 2, 3, 4]
+    assert store.stage_replicates("j", "components_test", 1) == []
+    assert store.get("j").to_json()["progress"]["replicates"] == {
+        "analysis": "components_test", "stage": 2, "done": 5, "total": 5}
+
+
+def test_concurrent_saves_of_a_stage_complete_it_exactly_once(redis_client, redis_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = make_store(redis_client)
+    stage_job(store)
+    store.start_stage("j", "bootstrap", 0, {}, replicates=40)
+    # Every chunk delivered twice, all at once, from separate connections.
+    deliveries = [chunk for chunk in range(20) for _ in range(2)]
+
+    def save(chunk: int) -> Saved:
+        own = make_store(redis.Redis.from_url(redis_server.url))
+        replicates = [{"index": 2 * chunk + i} for i in range(2)]
+        return own.save_chunk("j", "bootstrap", 0, chunk, replicates, chunks=20)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(save, deliveries))
+    assert outcomes.count(Saved.COMPLETED) == 1
+    assert outcomes.count(Saved.ALREADY) == 20
+    assert store.get("j").replicates.done == 40
+
+
+def test_progress_events_come_at_whole_percents_of_the_stage(redis_client):
+    store = make_store(redis_client)
+    stage_job(store)
+    store.start_stage("j", "bootstrap", 0, {}, replicates=1000)
+    for chunk in range(500):
+        pair = [{"index": 2 * chunk}, {"index": 2 * chunk + 1}]
+        store.save_chunk("j", "bootstrap", 0, chunk, pair, chunks=500)
+    events = [fields for _, fields in redis_client.xrange(keys.job_events("j"))
+              if fields["type"] == "progress"]
+    # The start (0 of 1000), then one event per percent: done = 10, 20, ..., 1000.
+    assert [int(e["replicates_done"]) for e in events] == [0, *range(10, 1001, 10)]
+    assert {e["replicates_analysis"] for e in events} == {"bootstrap"}
+    assert {e["draws_fetched"] for e in events} == {"4"}
+
+
+def test_a_finished_job_records_no_replicates(redis_client):
+    store = make_store(redis_client)
+    stage_job(store)
+    store.start_stage("j", "bootstrap", 0, {}, replicates=2)
+    store.cancel("j")
+    assert store.save_chunk("j", "bootstrap", 0, 0, [{"index": 0}], chunks=2) is Saved.NO_JOB
+    assert store.start_stage("j", "bootstrap", 1, {}, replicates=2) is Saved.NO_JOB
+    assert not store.has_chunk("j", "bootstrap", 0, 0)
+    assert store.get("j").replicates.done == 0
+
+
+def test_outcomes_are_write_once(redis_client):
+    store = make_store(redis_client)
+    stage_job(store)
+    assert store.outcome("j", "components_test") is None
+    assert store.keep_outcome("j", "components_test", {"selected": 2}) is Saved.WRITTEN
+    assert store.keep_outcome("j", "components_test", {"selected": 3}) is Saved.ALREADY
+    assert store.outcome("j", "components_test") == {"selected": 2}
+    assert store.keep_outcome("nope", "x", 1) is Saved.NO_JOB
+
+
+def test_the_analyses_keys_expire_with_the_job_and_go_with_it(redis_client):
+    store = make_store(redis_client, ttl=120)
+    stage_job(store)
+    store.start_stage("j", "bootstrap", 0, {}, replicates=2)
+    store.save_chunk("j", "bootstrap", 0, 0, [{"index": 0}], chunks=2)
+    store.keep_outcome("j", "components_test:fit:1", {"thetas": [0.5]})
+    with redis_client.pipeline(transaction=True) as pipe:
+        for key in (keys.job("j"), keys.job_replicates("j"), keys.job_analyses("j"),
+                    keys.job_events("j")):
+            pipe.pttl(key)
+        ttls = pipe.execute()
+    assert len(set(ttls)) == 1 and 0 < ttls[0] <= 120_000
+    store.delete("j")
+    assert redis_client.keys("*") == []

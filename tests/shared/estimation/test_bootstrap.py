@@ -252,6 +252,18 @@ def test_a_replicate_comes_back_in_the_references_order(kind):
     assert sum(out["weights"]) == pytest.approx(1.0)
 
 
+def test_a_replicate_of_an_equal_weights_fit_keeps_the_weights_equal():
+    thetas, weights = [0.3, 0.7], [0.5, 0.5]
+    heads, trials, counts = np.array([2, 3, 7, 8]), np.array([10] * 4), np.array([5, 6, 4, 5])
+    for kind in ("parametric", "nonparametric"):
+        learnt = fit_replicate(kind, heads, trials, counts, thetas, weights,
+                               np.random.default_rng(3))
+        equal = fit_replicate(kind, heads, trials, counts, thetas, weights,
+                              np.random.default_rng(3), mixing="equal")
+        assert equal["weights"] == [0.5, 0.5]
+        assert learnt["weights"] != [0.5, 0.5]
+
+
 def test_a_replicate_that_cannot_be_fitted_fails():
     """One distinct row cannot hold two coins: the refit raises."""
     out = fit_replicate("nonparametric", [3], [10], [50], [0.2, 0.5], [0.5, 0.5], stream(0, 0))
