@@ -101,8 +101,13 @@ def service(workers: int, counts: list[list[int]], args: argparse.Namespace) -> 
         }, timeout=30).json()
         wait(api, stack.api_url, warm["url"])
         job = api.post(f"{stack.api_url}/jobs", json=request(counts, args), timeout=30).json()
-        done = wait(api, stack.api_url, job["url"])
         client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
+        # Watch the status field in Redis (a microsecond each), not the API: a GET of the
+        # job reads its thousands of rows, CPU taken from the workers being measured.
+        while client.hget(keys.job(job["id"]), "status") not in ("succeeded", "failed",
+                                                                  "cancelled"):
+            time.sleep(0.1)
+        done = wait(api, stack.api_url, job["url"])
         events = client.xrange(keys.job_events(job["id"]))
         setup = json.loads(client.hget(keys.job_analyses(job["id"]), "setup:bootstrap:0"))
     at = {fields["status"]: stream_ms(entry) for entry, fields in events
