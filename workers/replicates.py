@@ -111,18 +111,16 @@ def run(
 # --- starting and resuming stages ------------------------------------------------------------
 
 
-def start_bootstrap(
-    jobs: JobStore, send: Dispatcher, record: JobRecord, rows: Rows, part: Part
-) -> None:
-    """Start the bootstrap from the EM fit; its part is saved, with the intervals, when the
-    bootstrap ends."""
+def start_bootstrap(jobs: JobStore, send: Dispatcher, record: JobRecord, part: Part) -> None:
+    """Start the bootstrap from the EM fit of the job's counts (``record.counts``); its part
+    is saved, with the intervals, when the bootstrap ends."""
     assert part.estimate is not None
     setup = {
         "part": part.to_json(),
         "thetas": list(part.estimate.thetas),
         "weights": list(part.estimate.weights),
     }
-    start_stage(jobs, send, record, rows, BOOTSTRAP, 0, setup)
+    start_stage(jobs, send, record, rows_of(record.counts), BOOTSTRAP, 0, setup)
 
 
 def bootstrap_started(jobs: JobStore, job_id: str) -> bool:
@@ -130,9 +128,10 @@ def bootstrap_started(jobs: JobStore, job_id: str) -> bool:
     return jobs.stage_setup(job_id, BOOTSTRAP, 0) is not None
 
 
-def run_components_test(jobs: JobStore, send: Dispatcher, record: JobRecord, rows: Rows) -> bool:
-    """Start the components test, or resume the stage it reached. True when the fits may go
-    on at once: the test cannot run on these data (its error is kept for the result)."""
+def run_components_test(jobs: JobStore, send: Dispatcher, record: JobRecord) -> bool:
+    """Start the components test on the job's counts (``record.counts``), or resume the
+    stage it reached. True when the fits may go on at once: the test cannot run on these
+    data (its error is kept for the result)."""
     stage = 0
     while jobs.stage_setup(record.id, COMPONENTS_TEST, stage + 1) is not None:
         stage += 1
@@ -140,6 +139,7 @@ def run_components_test(jobs: JobStore, send: Dispatcher, record: JobRecord, row
         resume_stage(jobs, send, record, COMPONENTS_TEST, stage)
         return False
     assert record.spec.test_components is not None
+    rows = rows_of(record.counts)
     try:
         top = check_max_components(
             record.spec.test_components.max_components, rows[1], rows[0].size

@@ -189,13 +189,14 @@ def fit(job_id: str, methods: list[str]) -> None:
         counts = aggregate_counts(pair for i in sorted(batches) for pair in batches[i])
     if not jobs.start_fitting(job_id, counts):
         return
+    # The analyses read the counts from the record; jobs without them never build arrays
+    # here (fit_methods makes its own).
     record = dataclasses.replace(record, counts=counts)
-    rows = analyses.rows_of(counts)
     selected = None
     if spec.test_components is not None:
         test = jobs.outcome(job_id, COMPONENTS_TEST)
         if test is None and jobs.outcome(job_id, TEST_ERROR) is None:
-            if not analyses.run_components_test(jobs, dispatcher(), record, rows):
+            if not analyses.run_components_test(jobs, dispatcher(), record):
                 return
         elif test is not None and spec.chooses_components:
             selected = int(test["selected"])
@@ -210,7 +211,7 @@ def fit(job_id: str, methods: list[str]) -> None:
     )
     for part in parts:
         if part.method == EM and spec.bootstrap is not None and part.estimate is not None:
-            analyses.start_bootstrap(jobs, dispatcher(), record, rows, part)
+            analyses.start_bootstrap(jobs, dispatcher(), record, part)
         elif jobs.save_part(job_id, part) is Saved.COMPLETED:
             store_result(jobs, record)
 
