@@ -12,7 +12,7 @@ host port, and checks, in order:
 6. `--profile ha` with EMCOINS_REDIS_SENTINELS naming the three sentinels (the app services
    are recreated with it, on the same image): once every sentinel knows the replica and the
    other two, an inline job succeeds; `redis` is killed, sentinel-1 is polled until it names
-   `redis-replica`, and jobs submitted then (a 503 retried after its Retry-After, with an
+   `redis-replica`'s address, and jobs submitted then (a 503 retried after its Retry-After, with an
    Idempotency-Key) succeed. The failover time, as seen through compose, is reported.
 
 `down -v` (with both profiles) runs at the end whatever happened, after printing the
@@ -20,8 +20,9 @@ services' logs on failure. Standard library only, so it runs with any Python 3.1
 `docker compose`.
 
 Environment: COMPOSE (the compose command, default `docker compose`), COMPOSE_TEST_PROJECT
-(default `emcoins-compose-test`), COMPOSE_TEST_BUILD_TIMEOUT (seconds, default 1800: a cold
-machine installs scikit-learn and the rest into the image).
+(default `emcoins-compose-test`), COMPOSE_TEST_SUBNET (the stack's EMCOINS_SUBNET, default
+10.213.8: not the 10.213.7 of a stack the user may be running), COMPOSE_TEST_BUILD_TIMEOUT
+(seconds, default 1800: a cold machine installs scikit-learn and the rest into the image).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ CPU_WORKERS = 3
 SENTINEL_NAMES = ("sentinel-1", "sentinel-2", "sentinel-3")
 SENTINELS = ",".join(f"{name}:26379" for name in SENTINEL_NAMES)
 MASTER_NAME = "emcoins"
+# docker-compose.yml gives `redis` and `redis-replica` these addresses in EMCOINS_SUBNET; the
+# sentinels name the nodes by them.
+SUBNET = os.environ.get("COMPOSE_TEST_SUBNET", "10.213.8")
+MASTER_ADDRESS = f"{SUBNET}.10"
+REPLICA_ADDRESS = f"{SUBNET}.11"
 JOBS_AFTER_FAILOVER = 4
 # Every profile the test starts: `ps`, `logs` and `down` must see all of their services.
 PROFILES = ("--profile", "monitoring", "--profile", "ha")
@@ -282,10 +288,11 @@ def sentinels_ready() -> tuple[bool, str]:
     replica and the other two sentinels and is out of TILT mode, and the replica is in sync.
     And what was seen.
 
-    TILT: a sentinel whose event loop stalled for over 2 s (on podman, a DNS lookup while
-    containers are added can take 20 s) does nothing for 30 s, not even mark the master
-    down; a master killed then is marked down so late that the replica, disconnected for
-    longer than 10 x down-after-milliseconds, is refused ("no good slave")."""
+    TILT: a sentinel whose event loop stalled for over 2 s does nothing for 30 s, not even
+    mark the master down; a master killed then is marked down so late that the replica,
+    disconnected for longer than 10 x down-after-milliseconds, is refused ("no good slave").
+    The sentinels name the nodes by address (docker-compose.yml says why), so DNS no longer
+    stalls them, but a loaded machine still can."""
     try:
         views = sentinel_views()
     except CheckFailed as exc:  # a node still starting: redis-cli (so the exec) fails
@@ -299,7 +306,7 @@ def sentinels_ready() -> tuple[bool, str]:
                     f", tilt {view.get('sentinel_tilt')}")
         ready = ready and (
             view.get("sentinel_tilt") == "0"
-            and view.get("flags") == "master" and view.get("ip") == "redis"
+            and view.get("flags") == "master" and view.get("ip") == MASTER_ADDRESS
             and view.get("num-slaves") == "1"
             and view.get("num-other-sentinels") == str(len(SENTINEL_NAMES) - 1)
         )
@@ -417,9 +424,8 @@ def ha_checks(api: Http, timings: dict[str, float]) -> None:
         # Every later compose command sees it too, so `up` recreates the app services with
         # it (same image, no build) and `down` reads the same configuration.
         os.environ["EMCOINS_REDIS_SENTINELS"] = SENTINELS
-        # The sentinels last: every container added while they run may stall their DNS
-        # lookups into TILT mode (see sentinels_ready). The old app containers are idle:
-        # 3 s to stop them, not 10.
+        # The sentinels last, when the machine is quiet again (see sentinels_ready on TILT).
+        # The old app containers are idle: 3 s to stop them, not 10.
         services = compose("--profile", "ha", "config", "--services", capture=True).split()
         compose("--profile", "ha", "up", "-d", "--timeout", "3",
                 *[name for name in services if name not in SENTINEL_NAMES])
@@ -443,11 +449,12 @@ def ha_checks(api: Http, timings: dict[str, float]) -> None:
         kill_took = time.monotonic() - killed
         deadline = killed + 60
         master = master_named_by_sentinel()
-        while master != "redis-replica" and time.monotonic() < deadline:
+        while master != REPLICA_ADDRESS and time.monotonic() < deadline:
             time.sleep(0.2)
             master = master_named_by_sentinel()
-        if master != "redis-replica":
-            raise CheckFailed(f"60 s after the kill sentinel-1 names {master!r} as the master")
+        if master != REPLICA_ADDRESS:
+            raise CheckFailed(f"60 s after the kill sentinel-1 names {master!r} as the master, "
+                              f"not redis-replica ({REPLICA_ADDRESS})")
         timings["failover: sentinel-1 names redis-replica"] = time.monotonic() - killed
         first, unavailable = submit_retrying(api, INLINE_JOB, timeout=60)
         timings["failover: the API accepts a job"] = time.monotonic() - killed
@@ -477,7 +484,7 @@ def main() -> int:
     """Run the checks against a fresh project; always take it down."""
     port = int(os.environ.get("API_PORT") or 0) or free_port()
     flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"ci:{secrets.token_hex(8)}"
-    os.environ.update(API_PORT=str(port), EVENTS_PORT=str(free_port()),
+    os.environ.update(API_PORT=str(port), EVENTS_PORT=str(free_port()), EMCOINS_SUBNET=SUBNET,
                       FLOWER_BASIC_AUTH=flower_auth)
     # The first steps reach `redis` directly; the ha step sets the sentinels itself.
     os.environ.pop("EMCOINS_REDIS_SENTINELS", None)
