@@ -144,14 +144,28 @@ def assert_work_shown(browser, job: dict) -> None:
 
 
 def download(browser, link_id: str, folder: Path, name: str) -> bytes:
-    """Click a download link of the page and return the file it saved."""
+    """Click a download link of the page and return the file it saved (never empty here).
+
+    Chromium writes ``<name>.crdownload`` and moves it to ``<name>`` at the end, but
+    ``<name>`` can exist, empty, just before: a `make test` run read it so, and watching
+    the folder every 0.1 ms showed an empty ``<name>`` beside its ``.crdownload`` once in
+    nine downloads.
+    """
     target = folder / name
     browser.find_element(By.ID, link_id).click()
     deadline = time.monotonic() + 20
-    while not target.exists() and time.monotonic() < deadline:
+    while not _downloaded(folder, target) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert target.exists(), sorted(p.name for p in folder.iterdir())
+    assert _downloaded(folder, target), sorted(p.name for p in folder.iterdir())
     return target.read_bytes()
+
+
+def _downloaded(folder: Path, target: Path) -> bool:
+    """Whether ``target`` is a finished download: renamed into place, so not empty, and no
+    download in ``folder`` still running."""
+    if not target.exists() or target.stat().st_size == 0:
+        return False
+    return not any(p.name.endswith(".crdownload") for p in folder.iterdir())
 
 
 def test_submit_watch_and_read_the_result(stack, browser):
