@@ -200,6 +200,10 @@ class Settings(EnvSettings):
     # Seconds between the workers' sweeps that give back such tasks (kombu's default
     # sweep runs about every 100 s whatever the visibility timeout).
     unacked_restore_interval: NonNegativeInt = 2
+    # Seconds between the workers' sweeps for unfinished jobs that no task carries any
+    # more (in no queue, with no worker): a Redis failover can lose a task the old master
+    # handed out. A job found so in two sweeps in a row gets its next tasks again; 0: off.
+    recovery_interval: NonNegativeInt = 15
     # Log lines of the API and workers: "json" (one object per line) or "text".
     log_format: str = "json"
     # Where clients reach the event streams (GET <events_url>/jobs/<id>/events), served by

@@ -17,7 +17,7 @@ only calls ``send_task`` and ``control.revoke`` on it, so it imports no Celery a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import redis
@@ -54,13 +54,36 @@ class Dispatcher:
         else:
             self.start_fits(job_id, spec)
 
-    def start_fetching(self, job_id: str, url: str, total: int) -> None:
-        """Send one fetch subtask per batch, to run in parallel (plain sends: a Celery group
-        would only add overhead, since the fan-in goes through the job store)."""
+    def start_fetching(
+        self, job_id: str, url: str, total: int, *, only: Collection[int] | None = None
+    ) -> None:
+        """Send one fetch subtask per batch (or per batch in ``only``), to run in parallel
+        (plain sends: a Celery group would only add overhead, since the fan-in goes through
+        the job store)."""
         for i, (first, count) in enumerate(batches(total, self.batch_size)):
-            self.celery.send_task(
-                FETCH, args=(job_id, url, i, first, count), task_id=fetch_id(job_id, i)
-            )
+            if only is None or i in only:
+                self.celery.send_task(
+                    FETCH, args=(job_id, url, i, first, count), task_id=fetch_id(job_id, i)
+                )
+
+    def resume(
+        self, job_id: str, spec: JobSpec, *, fetched: Collection[int], fitted: Collection[str]
+    ) -> None:
+        """Carry on a job that lost its tasks, from what the store holds: the batches not
+        yet ``fetched``, or else the fits of the methods not yet ``fitted``. A fit finds
+        what was saved and does only the rest: a started components test or bootstrap
+        sends its missing chunks again, and a fit of every method stores the result."""
+        if spec.source is not None:
+            total = spec.source.draws
+            missing = [i for i in range(len(batches(total, self.batch_size))) if i not in fetched]
+            if missing:
+                self.start_fetching(job_id, spec.source.url, total, only=missing)
+                return
+        methods = [method for method in spec.methods if method not in fitted]
+        if methods:
+            self.start_fits(job_id, spec, methods=methods)
+        else:
+            self._send_fit(job_id, list(spec.methods))
 
     def start_fits(
         self, job_id: str, spec: JobSpec, *, methods: Sequence[str] | None = None
@@ -82,7 +105,10 @@ class Dispatcher:
         )
         parts = [[method] for method in methods] if split else [methods]
         for part in parts:
-            self.celery.send_task(FIT, args=(job_id, part), task_id=fit_id(job_id, part))
+            self._send_fit(job_id, part)
+
+    def _send_fit(self, job_id: str, methods: list[str]) -> None:
+        self.celery.send_task(FIT, args=(job_id, methods), task_id=fit_id(job_id, methods))
 
     def send_replicates(
         self, job_id: str, analysis: str, stage: int, chunks: Iterable[int]

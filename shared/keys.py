@@ -45,6 +45,16 @@ def unfinished_jobs() -> str:
     return f"{PREFIX}:jobs:unfinished"
 
 
+def recovery_lock() -> str:
+    """The claim on the next sweep for jobs no task carries (one sweep per interval)."""
+    return f"{PREFIX}:recovery:lock"
+
+
+def recovery_suspects() -> str:
+    """Set of the job ids the last sweep found carried by no task."""
+    return f"{PREFIX}:recovery:suspects"
+
+
 def job_plot(job_id: str, fmt: str) -> str:
     """Cached bytes of a finished job's plot: ``emcoins:job:<id>:plot:<fmt>``."""
     if fmt not in ("png", "svg"):

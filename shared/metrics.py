@@ -38,6 +38,7 @@ _HELP = {
     FETCH_DURATION: "Seconds one fetch task took to get its batch of draws from the source.",
 }
 SUBMITTED = "jobs_submitted_total"
+RESUMED = "jobs_resumed_total"
 _FINISHED = "jobs_finished_total"
 NO_CODE = "none"
 
@@ -70,6 +71,10 @@ class Metrics:
     def job_submitted(self) -> None:
         """One more job accepted."""
         self._safely(lambda: self.client.hincrby(keys.metric_counters(), SUBMITTED, 1))
+
+    def job_resumed(self) -> None:
+        """One more job found carried by no task and given its next tasks again."""
+        self._safely(lambda: self.client.hincrby(keys.metric_counters(), RESUMED, 1))
 
     def observe(self, name: str, value: float) -> None:
         """Add one observation to histogram ``name``."""
@@ -134,6 +139,12 @@ class RedisCollector(Collector):
             value=float(counters.get(SUBMITTED, 0)),
         )
         yield _finished_family(counters.items())
+        yield CounterMetricFamily(
+            "emcoins_jobs_resumed",
+            "Jobs the workers' sweep found carried by no task (lost with a Redis master) "
+            "and gave their next tasks again.",
+            value=float(counters.get(RESUMED, 0)),
+        )
         for name, raw in zip(BUCKETS, histograms, strict=True):
             raw = {_text(k): _text(v) for k, v in raw.items()}
             yield HistogramMetricFamily(

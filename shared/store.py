@@ -744,6 +744,14 @@ class JobStore:
         """True once the batch is recorded (without reading every batch)."""
         return bool(self.client.hexists(keys.job_draws(job_id), str(batch)))
 
+    def fetched_batches(self, job_id: str) -> set[int]:
+        """The indices of the batches recorded (without reading their draws)."""
+        return {int(_text(k)) for k in self.client.hkeys(keys.job_draws(job_id))}
+
+    def fitted_methods(self, job_id: str) -> set[str]:
+        """The methods whose part is saved (without reading the parts)."""
+        return {_text(k) for k in self.client.hkeys(keys.job_parts(job_id))}
+
     def batch_count(self, job_id: str) -> int:
         """How many batches are recorded."""
         return int(self.client.hlen(keys.job_draws(job_id)))

@@ -23,6 +23,9 @@ CPU_QUEUE = "cpu"
 # queue take from it too, but only when no fit waits (see :func:`worker_queues`).
 REPLICATES_QUEUE = "replicates"
 QUEUES = (IO_QUEUE, CPU_QUEUE, REPLICATES_QUEUE)
+# The hash where kombu's Redis transport keeps each task handed to a worker until it is
+# acknowledged (its default name, set explicitly since the recovery sweep reads it).
+UNACKED_KEY = "unacked"
 ROUTES = {
     FETCH: {"queue": IO_QUEUE},
     FIT: {"queue": CPU_QUEUE},
@@ -113,6 +116,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Scan on every sweep, not every tenth: a dead worker's tasks come back
             # within visibility_timeout + unacked_restore_interval.
             "unacked_restore_throttle": 1,
+            "unacked_key": UNACKED_KEY,
             **redis_options,
         },
         # Keep reconnecting while Redis is down or restarting, instead of exiting.

@@ -16,12 +16,15 @@ from kombu import Exchange, Queue
 from shared import logs
 from shared.config import get_settings
 from shared.taskqueue import celery_config, worker_queues
+from workers.recovery import RecoveryStep
 from workers.webhooks import WebhookStep
 
 app = Celery("emcoins", include=["workers.tasks", "workers.replicates"])
 app.conf.update(celery_config(get_settings()))
 # Completion callbacks are sent by a loop in each io worker, not by tasks (see its module).
 app.steps["worker"].add(WebhookStep)
+# Every worker takes its turn at the sweep for jobs whose tasks were lost (see its module).
+app.steps["worker"].add(RecoveryStep)
 
 
 @signals.celeryd_after_setup.connect

@@ -4,6 +4,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.metrics import Metrics
 from tests.integration.helpers import submit, wait_for
 
 
@@ -19,6 +20,7 @@ def parse(text: str) -> dict[tuple[str, tuple], float]:
 SUBMITTED = ("emcoins_jobs_submitted_total", ())
 SUCCEEDED = ("emcoins_jobs_finished_total", (("code", "none"), ("status", "succeeded")))
 CANCELLED = ("emcoins_jobs_finished_total", (("code", "none"), ("status", "cancelled")))
+RESUMED = ("emcoins_jobs_resumed_total", ())
 
 
 def test_submitting_and_cancelling_in_the_app(client, redis_client):
@@ -36,6 +38,13 @@ def test_submitting_and_cancelling_in_the_app(client, redis_client):
     # No worker runs here: the job's two fits and its finish still wait in the cpu queue.
     assert after[("emcoins_queue_depth", (("queue", "cpu"),))] == redis_client.llen("cpu") >= 1
     assert after[("emcoins_job_duration_seconds_count", ())] == 1
+
+
+def test_resumed_jobs_are_counted(client, redis_client):
+    assert parse(client.get("/metrics").get_data(as_text=True))[RESUMED] == 0
+    Metrics(redis_client).job_resumed()
+    Metrics(redis_client).job_resumed()
+    assert parse(client.get("/metrics").get_data(as_text=True))[RESUMED] == 2
 
 
 @pytest.mark.integration

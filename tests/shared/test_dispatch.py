@@ -94,3 +94,32 @@ def test_routes_send_fetching_to_io_and_fits_to_cpu():
     assert config["task_routes"]["emcoins.fit"]["queue"] == "cpu"
     assert config["accept_content"] == ["json"] and config["task_acks_late"]
     assert "result_backend" not in config
+
+
+def queued_ids(redis_client, queue: str) -> list[str]:
+    return [headers["id"] for headers in queued(redis_client, queue)]
+
+
+def test_a_resumed_source_job_fetches_only_its_missing_batches(redis_client, dispatcher):
+    dispatcher.resume("job", SOURCE, fetched={0, 2}, fitted=set())
+    assert queued_ids(redis_client, "io") == ["job.fetch.1"]
+    assert queued(redis_client, "io")[0]["argsrepr"] == "('job', 'http://x/draw', 1, 10, 10)"
+    assert queued_ids(redis_client, "cpu") == []
+
+
+def test_a_resumed_job_with_every_batch_fits_the_methods_not_saved(redis_client, dispatcher):
+    dispatcher.resume("job", SOURCE, fetched={0, 1, 2}, fitted={"em"})
+    assert queued_ids(redis_client, "io") == []
+    assert queued_ids(redis_client, "cpu") == ["job.fit.gmm"]
+
+
+def test_a_resumed_inline_job_starts_its_fits(redis_client, dispatcher):
+    dispatcher.resume("job", INLINE, fetched=set(), fitted=set())
+    assert queued_ids(redis_client, "cpu") == ["job.fit.em", "job.fit.gmm"]
+
+
+def test_a_resumed_job_with_every_part_saved_sends_the_fit_that_stores_the_result(
+    redis_client, dispatcher
+):
+    dispatcher.resume("job", INLINE, fetched=set(), fitted={"em", "gmm"})
+    assert queued_ids(redis_client, "cpu") == ["job.fit.em+gmm"]
