@@ -263,7 +263,17 @@ def connect(settings: Settings) -> redis.Redis:
         sentinels,
         sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
     )
-    return sentinel.master_for(settings.redis_master, **options)
+    return sentinel.master_for(settings.redis_master, redis_class=_SentinelMaster, **options)
+
+
+class _SentinelMaster(redis.Redis):
+    """The client of the master the sentinels name; closing it also closes its connections
+    to the sentinels (redis-py's own leaves them open until garbage collection)."""
+
+    def close(self) -> None:
+        super().close()
+        for client in self.connection_pool.sentinel_manager.sentinels:
+            client.close()
 
 
 def utc_now() -> str:

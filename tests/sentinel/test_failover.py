@@ -48,13 +48,6 @@ RESTARTS: list[str] = []
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
-    """Master, replica and three sentinels on free ports."""
-    with SentinelCluster(tmp_path / "redis") as nodes:
-        yield nodes
-
-
-@pytest.fixture
 def service_env(cluster: SentinelCluster) -> dict[str, str]:
     """The environment of the API and the worker: Redis found through the sentinels."""
     return {

@@ -15,6 +15,7 @@ from shared.errors import ConfigError
 from shared.replication import Replication
 from shared.store import connect
 from shared.taskqueue import celery_config
+from tests.sentinel.cluster import SentinelCluster
 
 SENTINELS = {"EMCOINS_REDIS_SENTINELS": "10.0.0.1:26379, 10.0.0.2:26380"}
 
@@ -70,6 +71,26 @@ def test_with_sentinels_the_store_follows_the_named_master():
         for s in pool.sentinel_manager.sentinels
     ]
     assert addresses == [("10.0.0.1", 26379), ("10.0.0.2", 26380)]
+
+
+@pytest.mark.sentinel
+def test_closing_the_store_client_closes_its_sentinel_connections(cluster: SentinelCluster):
+    settings = Settings(redis_sentinels=tuple(cluster.addresses.split(",")),
+                        redis_master=cluster.master_name)
+    client = connect(settings)
+    assert client.ping()
+    ours = {
+        "{}:{}".format(*connection._sock.getsockname())
+        for sentinel in client.connection_pool.sentinel_manager.sentinels
+        for connection in sentinel.connection_pool._available_connections
+        if connection._sock is not None
+    }
+    assert ours, "the client asked a sentinel for the master"
+    client.close()
+    for node in cluster.sentinels:
+        with node.client() as sentinel:
+            seen = {entry["addr"] for entry in sentinel.client_list()}
+        assert not ours & seen, "a connection to a sentinel outlived its client"
 
 
 def test_without_sentinels_nothing_waits(redis_client):
