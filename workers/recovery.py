@@ -21,7 +21,8 @@ from shared.config import Settings, get_settings
 from shared.dispatch import Dispatcher
 from shared.metrics import Metrics
 from shared.recovery import Orphans, Sweep
-from shared.store import JobNotFound, JobStore, connect
+from shared.store import JobStore, connect
+from workers.results import running_record
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,8 @@ class RecoveryLoop:
 
     def resume(self, job_id: str) -> None:
         """Send a lost job's next tasks, from what its store holds."""
-        try:
-            record = self.store.get(job_id)
-        except JobNotFound:
-            return
-        if record.status.is_final:
+        record = running_record(self.store, job_id)
+        if record is None:
             return
         self.dispatcher.resume(
             job_id,
