@@ -25,13 +25,13 @@ iteration is one cycle of two EM steps, the extrapolation x0 + 2 a r + a^2 v fro
 box, and one stabilising EM step from the extrapolated point; when that ends below the
 likelihood of x1, the cycle falls back to the plain EM point x2. From iteration
 ``newton_after`` on, the cycle is followed by a damped Newton step on the observed
-information (see :func:`_newton_try`), kept only where it does not lower the likelihood;
-once every active run's last Newton step was kept undamped, iterations are that Newton
-step alone (its quadratic convergence needs no EM steps), until one is refused. So the
-log-likelihood never decreases from one iteration to the next, and an iteration costs at
-most three EM steps (four on a fallback) and one E-step for Newton. Runs that continue a
-screen of plain EM steps (:func:`run_screened`) open with a SQUAREM cycle, and take Newton
-steps from their next iteration on.
+information (see :func:`_newton_try`), kept only where it does not lower the likelihood
+beyond its rounding noise; once every active run's last Newton step was kept undamped,
+iterations are that Newton step alone (its quadratic convergence needs no EM steps), until
+one is refused. So the log-likelihood never decreases from one iteration to the next
+(beyond rounding), and an iteration costs at most three EM steps (four on a fallback) and
+one E-step for Newton. Runs that continue a screen of plain EM steps (:func:`run_screened`)
+open with a SQUAREM cycle, and take Newton steps from their next iteration on.
 """
 
 from __future__ import annotations
@@ -673,9 +673,11 @@ def _newton_try(table: CountTable, batch: _Batch, learn: bool) -> None:
     The damping (Levenberg-Marquardt, in units of each run's largest curvature) shrinks
     after a kept step and grows after a refused one, so on a flat, curved ridge where the
     full step overshoots, the next tries are shorter instead of being refused every time.
-    A step is kept when the log-likelihood stays equal: at a maximum, where the gain is
-    below rounding, refusing it would grow the damping without end, and the steps it
-    shrinks could no longer bring the gradient down to ``gtol``.
+    A step is kept when the log-likelihood falls by no more than its rounding noise (the
+    ``_ULPS`` of the stopping rule): at a maximum, where the gain is below rounding and the
+    new value lands a few ulps either side of the old, refusing it would damp the next
+    step and send every run back through a SQUAREM cycle, and a damping grown without end
+    would shrink the steps until they could no longer bring the gradient down to ``gtol``.
     """
     th, w = batch.th, batch.w
     n_runs, k = th.shape
@@ -708,7 +710,7 @@ def _newton_try(table: CountTable, batch: _Batch, learn: bool) -> None:
         all_ok = all_ok and _min(new_w, None) > WEIGHT_FLOOR and _min(w, None) > 1e-9
     if all_ok:
         ll, sums, resp = _expect(table, new_th, new_w)
-        better = ll >= batch.ll
+        better = ll >= batch.ll - _noise(batch.ll)
     else:
         ok = new_th >= EPS
         ok &= new_th <= 1.0 - EPS
@@ -720,7 +722,7 @@ def _newton_try(table: CountTable, batch: _Batch, learn: bool) -> None:
         better = ok
         if rows.size:
             ll, sums, resp = _expect(table, new_th.take(rows, 0), new_w.take(rows, 0))
-            gain = ll >= batch.ll.take(rows)
+            gain = ll >= batch.ll.take(rows) - _noise(batch.ll)
             better[rows] = gain
     n_better = _count(better)
     if n_better == n_runs:
@@ -766,8 +768,13 @@ def _threshold(tol: float, ll: np.ndarray) -> float:
     """Convergence threshold per run: ``tol``, but never below the rounding noise of ``ll``."""
     if tol <= 0:
         return 0.0
+    return max(tol, _noise(ll))
+
+
+def _noise(ll: np.ndarray) -> float:
+    """Rounding noise of the log-likelihoods ``ll`` (R,)."""
     # All runs share the data, so their log-likelihoods have one magnitude.
-    return max(tol, _ULPS * abs(float(ll[0])))
+    return _ULPS * abs(float(ll[0]))
 
 
 def _gradient_threshold(gtol: float, table: CountTable) -> float:

@@ -106,8 +106,8 @@ class BinomialMixture(BaseEstimator):
     steps, an extrapolation and a stabilising EM step (falling back to plain EM when the
     extrapolation loses likelihood), followed from iteration 4 (after a screen, see below,
     from the second iteration after it) by a damped Newton step kept only if it does not
-    lower the likelihood; while full Newton steps keep succeeding, an iteration is the
-    Newton step alone. ``n_iter_`` counts these iterations (plain EM steps with
+    lower the likelihood (beyond rounding); while full Newton steps keep succeeding, an
+    iteration is the Newton step alone. ``n_iter_`` counts these iterations (plain EM steps with
     ``acceleration="none"``) and ``n_em_steps_`` the EM and Newton steps. ``tol=0`` runs
     exactly ``max_iter`` iterations. A run stopped by ``max_iter`` has
     ``converged_=False`` and warns.

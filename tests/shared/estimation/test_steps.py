@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import binom
 
 from shared.estimation._counts import tally
-from shared.estimation._em import EPS, e_step, m_step, run_em
+from shared.estimation._em import EPS, _newton_try, _start, e_step, m_step, run_em
 
 
 def make_table(seed: int, n_draws: int = 40, vary: bool = True):
@@ -112,3 +112,25 @@ def test_run_em_runs_restarts_independently():
         np.testing.assert_allclose(
             together.history[: together.n_iter[r], r], alone.history[:, 0], rtol=1e-12
         )
+
+
+def test_newton_step_at_the_maximum_is_kept_through_rounding():
+    # At the maximum a Newton step gains nothing, and rounding can leave the new
+    # log-likelihood a few ulps below the old. Refusing such a step would damp the next
+    # one and force another SQUAREM cycle on every run, for no gain.
+    rng = np.random.RandomState(30)
+    heads = rng.binomial(10, np.array([0.3, 0.7])[rng.randint(2, size=30)])
+    table = tally(heads, np.full(30, 10))
+    start = (np.array([[0.3, 0.7]]), np.array([[0.5, 0.5]]))
+    best = run_em(table, *start, learn=True, tol=0.0, max_iter=2000)
+    # Many copies of the maximum, each nudged by a relative 1e-12: some land a step whose
+    # log-likelihood rounds below the start.
+    nudge = 1.0 + 1e-12 * np.random.RandomState(1).standard_normal((64, 2))
+    thetas, weights = best.thetas * nudge, best.weights * nudge
+    weights /= weights.sum(axis=1, keepdims=True)
+    batch = _start(table, thetas, weights, learn=True, full_newton=False)
+    before = batch.ll.copy()
+    _newton_try(table, batch, learn=True)
+    assert batch.all_full and not batch.damping.any()
+    # Kept, and no lower than the start beyond rounding.
+    assert (batch.ll - before).min() >= -16 * np.finfo(float).eps * abs(before[0])
