@@ -73,7 +73,6 @@ _DAMPING_MAX = 1e12
 # and "any" is a count of nonzero entries.
 _max = np.maximum.reduce
 _min = np.minimum.reduce
-_sum = np.add.reduce
 _all = np.logical_and.reduce
 _count = np.count_nonzero
 
@@ -103,10 +102,10 @@ def _posterior(
     joint = (logs.reshape(n_runs * k, 3) @ table.design_t).reshape(n_runs, k, -1)
     # logsumexp over K by hand: scipy's costs far more than the arithmetic on a few pairs,
     # and so does a numpy reduction over the middle axis, against K - 1 binary ufuncs.
-    top = _over_coins(np.maximum, joint)  # (R, M)
+    top = fold_coins(np.maximum, joint)  # (R, M)
     joint -= top[:, None, :]
     np.exp(joint, out=joint)
-    norm = _over_coins(np.add, joint)
+    norm = fold_coins(np.add, joint)
     joint /= norm[:, None, :]
     if not with_ll:
         return joint, None
@@ -115,8 +114,10 @@ def _posterior(
     return joint, norm @ table.counts + table.total_log_coef
 
 
-def _over_coins(ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
-    """``ufunc`` folded over the coins (axis 1) of ``values`` (R, K, M), into a new (R, M)."""
+def fold_coins(ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
+    """``ufunc`` folded over the coins (axis 1) of ``values`` (R, K, ...), into a new
+    (R, ...): on (R, K) arrays too, where a reduction over the short last axis costs
+    several times the K - 1 binary calls."""
     k = values.shape[1]
     if k == 1:
         return values[:, 0].copy()
@@ -178,17 +179,17 @@ def stationarity(
         g = np.where(low, np.maximum(g, 0.0), np.where(high, np.maximum(-g, 0.0), np.abs(g)))
     else:
         np.abs(g, out=g)
-    worst = _max(g, 1)
+    worst = fold_coins(np.maximum, g)
     if not learn or thetas.shape[1] == 1:
         return worst
     draws = sums[:, :, 2]
     free = weights > WEIGHT_FLOOR
     if _count(free) == free.size:
         # As below, with every weight free.
-        gw = weights * (_sum(draws, 1) / _sum(weights, 1))[:, None]
+        gw = weights * (fold_coins(np.add, draws) / fold_coins(np.add, weights))[:, None]
         np.subtract(draws, gw, out=gw)
         np.abs(gw, out=gw)
-        return np.maximum(worst, _max(gw, 1), out=worst)
+        return np.maximum(worst, fold_coins(np.maximum, gw), out=worst)
     # Lagrange multiplier of sum(w) = 1 over the free weights: draws per unit of weight.
     rate = (draws * free).sum(axis=1) / (weights * free).sum(axis=1)  # (R,)
     gw = np.where(free, np.abs(draws - weights * rate[:, None]), 0.0)
@@ -612,13 +613,13 @@ def _squarem_cycle(table: CountTable, batch: _Batch, learn: bool) -> None:
     r_th = th1 - th0
     v_th = th2 - th1
     v_th -= r_th
-    r2, v2 = _sum(r_th * r_th, 1), _sum(v_th * v_th, 1)
+    r2, v2 = fold_coins(np.add, r_th * r_th), fold_coins(np.add, v_th * v_th)
     if learn:
         r_w = w1 - w0
         v_w = w2 - w1
         v_w -= r_w
-        r2 += _sum(r_w * r_w, 1)
-        v2 += _sum(v_w * v_w, 1)
+        r2 += fold_coins(np.add, r_w * r_w)
+        v2 += fold_coins(np.add, v_w * v_w)
     # alpha = sqrt(r2 / v2) clipped to [1, step_max]; v2 = 0 (a fixed point) means step_max,
     # and the floor on v2 avoids the division by zero (and an np.errstate context).
     cap = batch.step_max
@@ -639,7 +640,7 @@ def _squarem_cycle(table: CountTable, batch: _Batch, learn: bool) -> None:
         w_x = w0 + r_w
         w_x += v_w
         np.maximum(w_x, WEIGHT_FLOOR, out=w_x)
-        w_x /= _sum(w_x, 1)[:, None]
+        w_x /= fold_coins(np.add, w_x)[:, None]
     else:
         w_x = w0
     th_new, w_new = _em_image(table, th_x, w_x, learn)
@@ -698,7 +699,7 @@ def _newton_try(table: CountTable, batch: _Batch, learn: bool) -> None:
         new_w = np.empty_like(w)
         np.add(w[:, :-1], step[:, k:], out=new_w[:, :-1])
         new_w[:, -1] = 1.0
-        new_w[:, -1] -= _sum(new_w[:, :-1], 1)
+        new_w[:, -1] -= fold_coins(np.add, new_w[:, :-1])
     else:
         new_w = w
     # The box is closed: a theta held on EPS or 1 - EPS (not free) does not move.

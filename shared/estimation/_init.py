@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from shared.estimation._counts import CountTable
-from shared.estimation._em import EPS
+from shared.estimation._em import EPS, fold_coins
 
 # Initial weights are floored so a seed never starts with an empty component.
 _MIN_INIT_WEIGHT = 1e-3
@@ -85,8 +85,10 @@ def _pick(score: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _normalise(weights: np.ndarray) -> np.ndarray:
     """Floor and renormalise each row of weights (S, K) to sum to one."""
-    weights = np.maximum(weights / weights.sum(axis=1, keepdims=True), _MIN_INIT_WEIGHT)
-    return weights / weights.sum(axis=1, keepdims=True)
+    weights = weights / fold_coins(np.add, weights)[:, None]
+    np.maximum(weights, _MIN_INIT_WEIGHT, out=weights)
+    weights /= fold_coins(np.add, weights)[:, None]
+    return weights
 
 
 def boundary_starts(
@@ -106,24 +108,31 @@ def boundary_starts(
     n_seeds, k = thetas.shape
     if k < 2:
         return
-    zero = table.counts[table.heads == 0].sum()
-    full = table.counts[table.heads == table.trials].sum()
-    sides = [(s, m) for s, m in ((0, zero), (1, full)) if m > 0]
-    if not sides:
+    # Masses of the all-tails and all-heads draws: products, not masked sums, as numpy
+    # calls cost more than the arithmetic on a few pairs.
+    zero = float(table.counts @ (table.heads == 0))
+    full = float(table.counts @ (table.heads == table.trials))
+    if not (zero > 0 or full > 0):
         return
     chosen = (rng.random(n_seeds) < share).nonzero()[0]
     if chosen.size == 0:
         return
-    side = rng.integers(len(sides), size=chosen.size)
-    upper = np.array([s for s, _ in sides])[side] == 1  # (C,): the coin goes to 1, else 0
-    mass = np.array([m for _, m in sides], dtype=np.float64)[side]
-    rows = thetas[chosen]
-    j = np.where(upper, rows.argmax(axis=1), rows.argmin(axis=1))
-    every = np.arange(chosen.size)
-    thetas[chosen, j] = np.where(upper, 1 - EPS, EPS)
+    both = zero > 0 and full > 0
+    side = rng.integers(2 if both else 1, size=chosen.size)
+    rows = thetas.take(chosen, 0)
+    if both:
+        upper = side == 1  # (C,): the coin goes to 1, else 0
+        mass = np.where(upper, full, zero)
+        j = np.where(upper, rows.argmax(axis=1), rows.argmin(axis=1))
+        thetas[chosen, j] = np.where(upper, 1 - EPS, EPS)
+    else:
+        mass = full or zero
+        j = rows.argmax(axis=1) if full > 0 else rows.argmin(axis=1)
+        thetas[chosen, j] = 1 - EPS if full > 0 else EPS
     share_j = mass / table.n_draws * rng.uniform(0.05, 1.0, size=chosen.size)
-    w = weights[chosen]
+    w = weights.take(chosen, 0)
+    every = np.arange(chosen.size)
     w[every, j] = 0.0
-    w *= ((1 - share_j) / w.sum(axis=1))[:, None]
+    w *= ((1 - share_j) / fold_coins(np.add, w))[:, None]
     w[every, j] = share_j
     weights[chosen] = w
