@@ -455,7 +455,7 @@ def ha_checks(api: Http, timings: dict[str, float]) -> None:
         # The old app containers are idle: 3 s to stop them, not 10.
         services = compose("--profile", "ha", "config", "--services", capture=True).split()
         up("--profile", "ha", "up", "-d", "--timeout", "3",
-                *[name for name in services if name not in SENTINEL_NAMES])
+           *[name for name in services if name not in SENTINEL_NAMES])
         up("--profile", "ha", "up", "-d", *SENTINEL_NAMES)
         deadline = time.monotonic() + 120
         ready, seen = sentinels_ready()

@@ -118,6 +118,7 @@ def boundary_starts(
     if chosen.size == 0:
         return
     both = zero > 0 and full > 0
+    # Drawn with one side too: the seeds' later draws, and so every fit, stay as they were.
     side = rng.integers(2 if both else 1, size=chosen.size)
     rows = thetas.take(chosen, 0)
     if both:
@@ -126,9 +127,11 @@ def boundary_starts(
         j = np.where(upper, rows.argmax(axis=1), rows.argmin(axis=1))
         thetas[chosen, j] = np.where(upper, 1 - EPS, EPS)
     else:
-        mass = full or zero
-        j = rows.argmax(axis=1) if full > 0 else rows.argmin(axis=1)
-        thetas[chosen, j] = 1 - EPS if full > 0 else EPS
+        # One side for every chosen seed: scalars, and one of argmax and argmin.
+        upper = full > 0
+        mass = full if upper else zero
+        j = rows.argmax(axis=1) if upper else rows.argmin(axis=1)
+        thetas[chosen, j] = 1 - EPS if upper else EPS
     share_j = mass / table.n_draws * rng.uniform(0.05, 1.0, size=chosen.size)
     w = weights.take(chosen, 0)
     every = np.arange(chosen.size)

@@ -107,9 +107,9 @@ class BinomialMixture(BaseEstimator):
     extrapolation loses likelihood), followed from iteration 4 (after a screen, see below,
     from the second iteration after it) by a damped Newton step kept only if it does not
     lower the likelihood (beyond rounding); while full Newton steps keep succeeding, an
-    iteration is the Newton step alone. ``n_iter_`` counts these iterations (plain EM steps with
-    ``acceleration="none"``) and ``n_em_steps_`` the EM and Newton steps. ``tol=0`` runs
-    exactly ``max_iter`` iterations. A run stopped by ``max_iter`` has
+    iteration is the Newton step alone. ``n_iter_`` counts these iterations (plain EM
+    steps with ``acceleration="none"``) and ``n_em_steps_`` the EM and Newton steps.
+    ``tol=0`` runs exactly ``max_iter`` iterations. A run stopped by ``max_iter`` has
     ``converged_=False`` and warns.
 
     With ``"kmeans"`` or ``"random"``, each of the ``n_init`` restarts is the survivor of
