@@ -16,6 +16,7 @@ from kombu import Exchange, Queue
 from shared import logs
 from shared.config import get_settings
 from shared.taskqueue import celery_config, worker_queues
+from workers.heap import keep_heap
 from workers.recovery import RecoveryStep
 from workers.webhooks import WebhookStep
 
@@ -37,6 +38,12 @@ def _replicates_after_fits(sender: str, instance, **_) -> None:
         # Bound as a queue named on -Q is (an exchange of its name), so that every sender
         # routes to it alike, whichever worker declared it.
         queues.select_add(Queue(queue, Exchange(queue), routing_key=queue))
+
+
+@signals.worker_init.connect
+def _keep_heap(**_) -> None:
+    """Fixed malloc thresholds, set before the pool forks its children (see the module)."""
+    keep_heap()
 
 
 @signals.after_setup_logger.connect
