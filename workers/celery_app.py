@@ -40,9 +40,10 @@ def _replicates_after_fits(sender: str, instance, **_) -> None:
         queues.select_add(Queue(queue, Exchange(queue), routing_key=queue))
 
 
-@signals.worker_init.connect
+@signals.worker_process_init.connect
 def _keep_heap(**_) -> None:
-    """Fixed malloc thresholds, set before the pool forks its children (see the module)."""
+    """Fixed malloc thresholds in each child of a prefork pool, where the fits run (see
+    the module); a threads pool (the io workers) sends no such signal and keeps glibc's."""
     keep_heap()
 
 

@@ -12,8 +12,10 @@ chunks, and in six runs its chunks took 20 to 56% longer than the other worker's
 
 Fixed thresholds take the history out: blocks up to 32 MiB (glibc's largest mmap
 threshold on 64-bit) come from the heap, and up to 64 MiB of its free top stays with the
-process. Larger arrays are mapped as before. Without glibc (musl, macOS) nothing changes,
-and glibc's own ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` win when set.
+process. Larger arrays are mapped as before. Only the single-threaded children of a
+prefork pool set them: a process of many threads has a heap per thread (up to 8 per
+core), and each could keep its 64 MiB. Without glibc (musl, macOS) nothing changes, and
+glibc's own ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` win when set.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ _ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 def keep_heap() -> bool:
     """Fix this process's malloc thresholds (see the module docstring); whether they were
-    set. Processes forked afterwards (a prefork pool's children) inherit them."""
+    set."""
     if platform.libc_ver()[0] != "glibc":
         return False
     if any(name in os.environ for name in _ENVIRONMENT):
