@@ -1,14 +1,15 @@
 """Fixed glibc malloc thresholds for worker processes, so that refits reuse their memory.
 
 glibc serves a block above its mmap threshold (128 KiB at first) with fresh pages, one page
-fault per 4 KiB, and gives the heap's free top back to the system above twice that
-threshold. Both move with the process's history: freeing a large mapped block raises them
-to its size. A cpu worker that ran a job's full fit (arrays of 100 screening runs) has them
-high, and its replicate refits, whose temporaries of a few MiB come and go hundreds of
-times a second, reuse the heap; a worker that only ever ran refits keeps them low, and
-faults its temporaries in again on every refit. Measured with ``bench/scale.py`` (two
-workers): such a worker took 575,000 page faults and 1.3 s of system time in 6 s of
-chunks, and in six runs its chunks took 20 to 56% longer than the other worker's.
+fault per 4 KiB, and gives the heap's free top back to the system above its trim threshold
+(128 KiB at first). Both move with the process's history: freeing a large mapped block
+raises the first to its size and the second to twice that. A cpu worker that ran a job's
+full fit (arrays of 100 screening runs) has them high, and its replicate refits, whose
+temporaries of a few MiB come and go hundreds of times a second, reuse the heap; a worker
+that only ever ran refits keeps them low, and faults its temporaries in again on every
+refit. Measured with ``bench/scale.py`` (two workers): such a worker took 575,000 page
+faults and 1.3 s of system time in 6 s of chunks, and in six runs its chunks took 20 to
+56% longer than the other worker's.
 
 Fixed thresholds take the history out: blocks up to 32 MiB (glibc's largest mmap
 threshold on 64-bit) come from the heap, and up to 64 MiB of its free top stays with the
@@ -41,6 +42,7 @@ def keep_heap() -> bool:
     set."""
     if platform.libc_ver()[0] != "glibc":
         return False
+    # glibc's own variables, which glibc has already applied, not settings of the project.
     if any(name in os.environ for name in _ENVIRONMENT):
         return False  # the operator chose
     libc = ctypes.CDLL(None)
