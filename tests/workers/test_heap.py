@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ for _ in range(50):
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
-PAGES_PER_ROUND = 8 * (1 << 20) // 4096
+PAGES_PER_ROUND = 8 * (1 << 20) // resource.getpagesize()
 
 
 def _faults(keep: bool) -> int:
