@@ -117,12 +117,9 @@ def boundary_starts(
     chosen = (rng.random(n_seeds) < share).nonzero()[0]
     if chosen.size == 0:
         return
-    both = zero > 0 and full > 0
-    # Drawn with one side too: the seeds' later draws, and so every fit, stay as they were.
-    side = rng.integers(2 if both else 1, size=chosen.size)
     rows = thetas.take(chosen, 0)
-    if both:
-        upper = side == 1  # (C,): the coin goes to 1, else 0
+    if zero > 0 and full > 0:
+        upper = rng.integers(2, size=chosen.size) == 1  # (C,): the coin goes to 1, else 0
         mass = np.where(upper, full, zero)
         j = np.where(upper, rows.argmax(axis=1), rows.argmin(axis=1))
         thetas[chosen, j] = np.where(upper, 1 - EPS, EPS)
