@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from shared import keys
+from shared.replies import text
 from shared.status import JobStatus
 from shared.store import JobNotFound, JobRecord, JobStore, ReplicateProgress
 
@@ -69,9 +70,6 @@ class Event:
         lines += [f"event: {self.name}", "data: " + json.dumps(self.data, separators=(",", ":"))]
         return ("\n".join(lines) + "\n\n").encode()
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def entry_event(entry_id: str, fields: dict[str, str]) -> Event | None:
@@ -140,8 +138,8 @@ class EventReader:
             reply = self.client.xread({key: after}, count=READ_COUNT, block=block)
             entries = reply[0][1] if reply else []
             for raw_id, raw_fields in entries:
-                after = _text(raw_id)
-                event = entry_event(after, {_text(k): _text(v) for k, v in raw_fields.items()})
+                after = text(raw_id)
+                event = entry_event(after, {text(k): text(v) for k, v in raw_fields.items()})
                 if event is None:
                     continue
                 yield event

@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from shared import keys, logs, taskqueue
+from shared.replies import text
 from shared.status import JobStatus
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,6 @@ class Metrics:
             return None
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def cumulative_buckets(name: str, raw: dict[str, str]) -> list[tuple[str, float]]:
     """Prometheus' cumulative ``(le, count)`` pairs from per-bucket counts."""
@@ -132,7 +130,7 @@ class RedisCollector(Collector):
             for queue in self.queues:
                 pipe.llen(queue)
             depths = pipe.execute()
-        counters = {_text(k): _text(v) for k, v in counters.items()}
+        counters = {text(k): text(v) for k, v in counters.items()}
 
         yield CounterMetricFamily(
             "emcoins_jobs_submitted", "Jobs accepted by the API.",
@@ -146,7 +144,7 @@ class RedisCollector(Collector):
             value=float(counters.get(RESUMED, 0)),
         )
         for name, raw in zip(BUCKETS, histograms, strict=True):
-            raw = {_text(k): _text(v) for k, v in raw.items()}
+            raw = {text(k): text(v) for k, v in raw.items()}
             yield HistogramMetricFamily(
                 f"emcoins_{name}", _HELP[name],
                 buckets=cumulative_buckets(name, raw), sum_value=float(raw.get("sum", 0.0)),

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import redis
 
 from shared import keys
+from shared.replies import text
 from shared.store import NOW_MS_LUA
 from shared.taskqueue import QUEUES, UNACKED_KEY
 
@@ -111,10 +112,7 @@ class Orphans:
             keys=[keys.unfinished_jobs(), keys.recovery_suspects(), UNACKED_KEY, *self.queues],
             args=[interval_ms, ttl_seconds * 1000, self.max_messages, 2 * interval_ms + 1000],
         )
-        if _text(answer[0]) == "skip":
+        if text(answer[0]) == "skip":
             return Sweep(skipped=True)
-        return Sweep(lost=tuple(_text(i) for i in answer[2:]), suspects=int(answer[1]))
+        return Sweep(lost=tuple(text(i) for i in answer[2:]), suspects=int(answer[1]))
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -24,6 +24,7 @@ from shared import keys, metrics
 from shared.config import Settings
 from shared.contract import JobError, JobResult, JobSpec, Part
 from shared.replication import Replication
+from shared.replies import text
 from shared.status import FINAL_STATUSES, RUNNING_STATUSES, JobStatus
 
 # Redis' clock in milliseconds as the Lua variable ``now``, to begin a script with
@@ -556,7 +557,7 @@ class JobStore:
         if outcome == 0:
             raise QueueFull(max_unfinished)
         if outcome == 2:
-            raise Replayed(_text(answer[1]))
+            raise Replayed(text(answer[1]))
         if outcome == 3:
             raise IdempotencyKeyReused(idempotency.key_digest if idempotency else "")
         return job_id
@@ -564,7 +565,7 @@ class JobStore:
     def delete(self, job_id: str) -> bool:
         """Remove the job and every key under it; False if there was no job."""
         record_owner = self.client.hget(keys.job(job_id), "owner")
-        owner = None if record_owner is None else _text(record_owner)
+        owner = None if record_owner is None else text(record_owner)
         side = [
             keys.job_draws(job_id),
             keys.job_parts(job_id),
@@ -604,7 +605,7 @@ class JobStore:
             chunk = self.client.zrevrangebyscore(
                 index, top, "-inf", start=0, num=page_size + 50, withscores=True
             )
-            entries = [(int(score), _text(member)) for member, score in chunk]
+            entries = [(int(score), text(member)) for member, score in chunk]
             if after is not None:
                 # Ties in created_ms come in reverse order of id; skip those already seen.
                 entries = [e for e in entries if e[0] < after[0] or e[1] < after[1]]
@@ -643,13 +644,13 @@ class JobStore:
     def status(self, job_id: str) -> JobStatus | None:
         """The job's status alone, or None if the job does not exist."""
         value = self.client.hget(keys.job(job_id), "status")
-        return None if value is None else JobStatus(_text(value))
+        return None if value is None else JobStatus(text(value))
 
     def status_and_expiry(self, job_id: str) -> tuple[JobStatus | None, int]:
         """The job's status (None if it does not exist) and the instant it expires at (ms):
         the pair names one job, even if a deleted job's id were used again."""
         status, expires = self.client.hmget(keys.job(job_id), "status", "expires_at")
-        return (None if status is None else JobStatus(_text(status)), int(expires or 0))
+        return (None if status is None else JobStatus(text(status)), int(expires or 0))
 
     def transition(
         self,
@@ -748,7 +749,7 @@ class JobStore:
     def batches(self, job_id: str) -> dict[int, list[list[int]]]:
         """The batches fetched so far, by index."""
         raw = self.client.hgetall(keys.job_draws(job_id))
-        return {int(_text(k)): json.loads(v) for k, v in raw.items()}
+        return {int(text(k)): json.loads(v) for k, v in raw.items()}
 
     def has_batch(self, job_id: str, batch: int) -> bool:
         """True once the batch is recorded (without reading every batch)."""
@@ -756,11 +757,11 @@ class JobStore:
 
     def fetched_batches(self, job_id: str) -> set[int]:
         """The indices of the batches recorded (without reading their draws)."""
-        return {int(_text(k)) for k in self.client.hkeys(keys.job_draws(job_id))}
+        return {int(text(k)) for k in self.client.hkeys(keys.job_draws(job_id))}
 
     def fitted_methods(self, job_id: str) -> set[str]:
         """The methods whose part is saved (without reading the parts)."""
-        return {_text(k) for k in self.client.hkeys(keys.job_parts(job_id))}
+        return {text(k) for k in self.client.hkeys(keys.job_parts(job_id))}
 
     def batch_count(self, job_id: str) -> int:
         """How many batches are recorded."""
@@ -776,7 +777,7 @@ class JobStore:
     def parts(self, job_id: str) -> dict[str, Part]:
         """The methods' fits saved so far, by method."""
         raw = self.client.hgetall(keys.job_parts(job_id))
-        return {_text(k): Part.from_json(json.loads(v)) for k, v in raw.items()}
+        return {text(k): Part.from_json(json.loads(v)) for k, v in raw.items()}
 
     # --- analyses whose replicates fan out: one stage at a time, chunks saved once ---------
 
@@ -832,7 +833,7 @@ class JobStore:
     def saved_chunks(self, job_id: str, analysis: str, stage: int) -> set[int]:
         """The indices of a stage's saved chunks."""
         prefix = _chunk_field(analysis, stage, "")
-        names = (_text(name) for name in self.client.hkeys(keys.job_replicates(job_id)))
+        names = (text(name) for name in self.client.hkeys(keys.job_replicates(job_id)))
         return {int(name[len(prefix):]) for name in names if name.startswith(prefix)}
 
     def stage_replicates(self, job_id: str, analysis: str, stage: int) -> list[dict[str, Any]]:
@@ -840,7 +841,7 @@ class JobStore:
         prefix = _chunk_field(analysis, stage, "")
         found: list[dict[str, Any]] = []
         for name, value in self.client.hscan_iter(keys.job_replicates(job_id), f"{prefix}*"):
-            if _text(name)[len(prefix):].isdigit():
+            if text(name)[len(prefix):].isdigit():
                 found += json.loads(value)
         return found
 
@@ -895,13 +896,10 @@ _JOB_BUCKETS = json.dumps(
 )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def _maybe_text(value: bytes | str | None) -> str | None:
-    return None if value is None else _text(value)
+    return None if value is None else text(value)
 
 
 def _decode(raw: dict) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in raw.items()}
+    return {text(k): text(v) for k, v in raw.items()}

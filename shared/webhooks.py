@@ -30,6 +30,7 @@ import redis
 from standardwebhooks import Webhook
 
 from shared import keys
+from shared.replies import text
 from shared.schemas import dump_job
 from shared.store import NOW_MS_LUA, JobRecord
 
@@ -202,7 +203,7 @@ class Deliveries:
     def due(self, limit: int) -> Due:
         """Up to ``limit`` job ids whose callback is due now, and when the next one is."""
         ids, wait = self._due(keys=[keys.webhooks_due()], args=[max(limit, 0)])
-        return Due([_text(i) for i in ids], None if int(wait) < 0 else int(wait))
+        return Due([text(i) for i in ids], None if int(wait) < 0 else int(wait))
 
     def claim(self, job_id: str, *, lease_seconds: float, max_attempts: int) -> Claim | None:
         """Take the job's due callback for one attempt, or None if it is not ours to send."""
@@ -212,7 +213,7 @@ class Deliveries:
         )
         if int(answer[0]) != 1:
             return None
-        return Claim(job_id=job_id, attempt=int(answer[1]), url=_text(answer[2]))
+        return Claim(job_id=job_id, attempt=int(answer[1]), url=text(answer[2]))
 
     def finish(
         self,
@@ -235,6 +236,3 @@ class Deliveries:
         )
         return int(done) == 1
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
