@@ -2,8 +2,9 @@
 
 Run as ``.venv/bin/python bench/fit.py`` (N = 30 and 10**3 .. 10**6 draws) or with
 ``--quick`` (N up to 10**5). Draws have 10 flips from coins 0.3 and 0.7 with equal
-probability; both methods are timed side by side on the same data. Every cell is the
-median of at least 3 runs; ``EM iter`` is the median of ``n_iter_`` over those runs.
+probability; both methods are timed side by side on the same data, their calls
+alternating. Every cell is the median of at least 3 runs; ``EM iter`` is the median of
+``n_iter_`` over those runs.
 A second table fits Geissler's Saxony families (K = 2, 3) and reports the iterations and
 the distance to the best log-likelihood of any setting tried, so runs of this script on
 two versions of the estimator can be compared. Then the warm-started refit the bootstrap
@@ -19,7 +20,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,17 +43,24 @@ def simulate(n_draws: int, seed: int) -> np.ndarray:
 
 
 def timed(
-    fn: Callable[[], tuple[np.ndarray, int]], repeats: int
-) -> tuple[float, np.ndarray, float]:
-    """Median wall time of ``repeats`` calls, the last call's thetas, and median iterations."""
-    times, iters = [], []
-    thetas = np.empty(0)
+    fns: Sequence[Callable[[], tuple[np.ndarray, int]]], repeats: int
+) -> list[tuple[float, np.ndarray, float]]:
+    """For each of ``fns``: median wall time of ``repeats`` calls, the last call's thetas,
+    and median iterations. The calls alternate (one of each, ``repeats`` times), so a noisy
+    stretch of the machine slows every function alike instead of the one it fell on."""
+    times: list[list[float]] = [[] for _ in fns]
+    iters: list[list[int]] = [[] for _ in fns]
+    thetas = [np.empty(0) for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        thetas, n_iter = fn()
-        times.append(time.perf_counter() - start)
-        iters.append(n_iter)
-    return statistics.median(times), thetas, statistics.median(iters)
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            thetas[i], n_iter = fn()
+            times[i].append(time.perf_counter() - start)
+            iters[i].append(n_iter)
+    return [
+        (statistics.median(t), th, statistics.median(it))
+        for t, th, it in zip(times, thetas, iters, strict=True)
+    ]
 
 
 def row(n_draws: int, repeats: int) -> str:
@@ -67,9 +75,8 @@ def row(n_draws: int, repeats: int) -> str:
         fit = fit_gmm_proportions(heads, FLIPS, 2, random_state=0, n_init=1)
         return fit["means"], fit["n_iter"]
 
-    em()  # warm caches before timing
-    em_time, em_thetas, em_iter = timed(em, repeats)
-    gmm_time, gmm_thetas, _ = timed(gmm, repeats)
+    em(), gmm()  # warm caches before timing
+    (em_time, em_thetas, em_iter), (gmm_time, gmm_thetas, _) = timed((em, gmm), repeats)
     em_err = np.abs(em_thetas - COINS).max()
     gmm_err = np.abs(gmm_thetas - COINS).max()
     return (
@@ -122,7 +129,7 @@ def warm_row(n_draws: int, repeats: int) -> str:
         return model.thetas_, model.n_iter_
 
     refit()
-    refit_time, _, n_iter = timed(refit, repeats)
+    [(refit_time, _, n_iter)] = timed((refit,), repeats)
     return (
         f"  {n_draws:,d} draws ({rows.size} rows): {refit_time * 1e3:.2f} ms per refit, "
         f"median iterations {n_iter:.0f}"
@@ -142,8 +149,7 @@ def tally_row(repeats: int) -> str:
     def bare() -> tuple[np.ndarray, int]:
         return np.bincount(trials * 15 + heads, weights=counts), 0
 
-    checked_time = timed(checked, repeats)[0]
-    bare_time = timed(bare, repeats)[0]
+    (checked_time, _, _), (bare_time, _, _) = timed((checked, bare), repeats)
     return (
         f"  checks + tally, one pass: {checked_time * 1e3:.2f} ms; "
         f"np.bincount of the same draws, unchecked: {bare_time * 1e3:.2f} ms"
