@@ -71,7 +71,6 @@ class Event:
         return ("\n".join(lines) + "\n\n").encode()
 
 
-
 def entry_event(entry_id: str, fields: dict[str, str]) -> Event | None:
     """The event of one stream entry; None for an entry of a kind this version does not know."""
     kind = fields.get("type")

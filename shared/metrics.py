@@ -98,7 +98,6 @@ class Metrics:
             return None
 
 
-
 def cumulative_buckets(name: str, raw: dict[str, str]) -> list[tuple[str, float]]:
     """Prometheus' cumulative ``(le, count)`` pairs from per-bucket counts."""
     running = 0.0

@@ -115,4 +115,3 @@ class Orphans:
         if text(answer[0]) == "skip":
             return Sweep(skipped=True)
         return Sweep(lost=tuple(text(i) for i in answer[2:]), suspects=int(answer[1]))
-

@@ -896,7 +896,6 @@ _JOB_BUCKETS = json.dumps(
 )
 
 
-
 def _maybe_text(value: bytes | str | None) -> str | None:
     return None if value is None else text(value)
 

@@ -235,4 +235,3 @@ class Deliveries:
             ],
         )
         return int(done) == 1
-
