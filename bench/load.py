@@ -22,31 +22,44 @@ Run: ``.venv/bin/python bench/load.py [--jobs 1000] [--clients 32] [--workers 1]
 
 from __future__ import annotations
 
-import argparse
-import http.client
-import json
-import pstats
-import random
-import resource
-import socket
-import statistics
-import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+import os
+
+# One thread per process, as the stack gives every child: the fits measured here run as a
+# cpu worker's do (libgomp's idle threads would spin on the other core, and count).
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"
+
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import pstats  # noqa: E402
+import random  # noqa: E402
+import resource  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.cpu import CpuMeter, Usage  # noqa: E402
 from bench.sse import StreamReader  # noqa: E402
 from localstack.stack import Stack, StackConfig  # noqa: E402
+from shared.config import get_settings  # noqa: E402
+from shared.draws import aggregate_counts  # noqa: E402
+from shared.fitting import fit_methods  # noqa: E402
+from shared.schemas import JobRequestSchema  # noqa: E402
 
 FINAL = {"succeeded", "failed", "cancelled"}
+GOAL = 200.0  # jobs/s, issue 10's goal
 FOLLOWS = ("poll", "events")
 _local = threading.local()
+_gets: list[str] = []  # every job GET of the poll rounds
 
 
 class Client:
@@ -112,6 +125,7 @@ def submit(api: str, body: dict) -> tuple[str, float]:
 
 def poll(api: str, url: str) -> tuple[str | None, float]:
     """One GET: (final status or None, seconds to wait before the next)."""
+    _gets.append(url)  # list.append is atomic: the threads share it
     status, headers, answer = client(api).request("GET", url)
     if status != 200:
         return None, retry_after(headers)
@@ -135,6 +149,7 @@ def summary(jobs: int, elapsed: float, submitted: list, finished: dict, pending:
 
 def run_poll(api: str, bodies: list[dict], clients: int, deadline: float) -> dict:
     """Submit every job at once, then poll the unfinished ones in rounds."""
+    gets = len(_gets)
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
         submitted = list(pool.map(lambda b: submit(api, b), bodies))
@@ -150,7 +165,9 @@ def run_poll(api: str, bodies: list[dict], clients: int, deadline: float) -> dic
             if pending:
                 time.sleep(min(wait for status, wait in answers if status is None))
     elapsed = time.perf_counter() - started
-    return summary(len(bodies), elapsed, submitted, finished, len(pending))
+    result = summary(len(bodies), elapsed, submitted, finished, len(pending))
+    result["gets"] = len(_gets) - gets
+    return result
 
 
 class Streams(StreamReader):
@@ -289,6 +306,51 @@ def print_profile(profile_dir: Path, top: int = 30) -> None:
     stats.sort_stats("tottime").print_stats(top)
 
 
+def fits_cpu(bodies: list[dict]) -> float:
+    """CPU seconds per job of the fits alone (every method, as a cpu worker runs them) on
+    these job bodies, in this process."""
+    schema = JobRequestSchema()
+    jobs = []
+    for body in bodies:
+        request = schema.load(body)
+        jobs.append((request.spec(0), aggregate_counts(request.counts)))
+    max_gmm_draws = get_settings().max_gmm_draws
+    fit_methods(jobs[0][0].methods, jobs[0][1], jobs[0][0], max_gmm_draws=max_gmm_draws)
+    start = time.process_time()
+    for spec, counts in jobs:
+        fit_methods(spec.methods, counts, spec, max_gmm_draws=max_gmm_draws)
+    return (time.process_time() - start) / len(jobs)
+
+
+def print_budget(rounds: list[tuple[str, dict, Usage]], args: argparse.Namespace) -> None:
+    """What the goal's rate leaves per job, against the parts that any task body pays:
+    the fits, Celery's consumer, the API's POSTs (from the events rounds, which make no
+    GETs), Redis and this load generator."""
+    ms, cores = 1000.0, os.cpu_count() or 1
+
+    def median(value) -> float:
+        return statistics.median(value(r, u) * ms / r["jobs"] for _, r, u in rounds)
+
+    used = statistics.median(sum(u.groups.values()) / r["elapsed"] for _, r, u in rounds)
+    print(f"\nbudget: {GOAL:.0f} jobs/s on {cores} cores leaves {cores * ms / GOAL:.2f} CPU ms "
+          f"per job at full use; the rounds used {used:.2f} cores (median)")
+    parts = [(f"fits alone (every method, this process, {len(args.fit_bodies)} bodies)",
+              args.fit_cpu * ms),
+             ("Celery's consumer (the cpu worker's main process)",
+              median(lambda r, u: u.leaders["cpu worker"]))]
+    posts = [u.groups["api"] * ms / r["jobs"] for f, r, u in rounds if f == "events"]
+    if posts:
+        parts.append(("the API's POSTs (events rounds)", statistics.median(posts)))
+    parts += [("Redis", median(lambda r, u: u.groups["redis"])),
+              ("this load generator", median(lambda r, u: u.groups["loadgen"]))]
+    for name, value in parts:
+        print(f"  {name:<58}{value:>7.2f}")
+    total = sum(value for _, value in parts)
+    print(f"  {'sum':<58}{total:>7.2f}")
+    print(f"  {'left for the rest of the task and for learning the end':<58}"
+          f"{cores * ms / GOAL - total:>7.2f}")
+
+
 def print_rounds(rounds: list[tuple[str, dict, Usage]], args: argparse.Namespace) -> None:
     """The throughput table, the CPU table and Redis' commands per job."""
     ms = 1000.0
@@ -296,13 +358,14 @@ def print_rounds(rounds: list[tuple[str, dict, Usage]], args: argparse.Namespace
     print(f"{args.jobs} inline jobs (30 draws, EM + GMM), {args.clients} clients, "
           f"{args.workers} cpu worker(s){pool}; rounds in the order run\n")
     print(f"{'follow':<8}{'jobs/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-          f"{'ok':>7}{'failed':>8}{'lost':>6}{'dup':>5}{'wall s':>8}")
+          f"{'ok':>7}{'failed':>8}{'lost':>6}{'dup':>5}{'wall s':>8}{'GET/job':>9}")
     for follow, result, _ in rounds:
         lat = result["latencies"] or [float("nan")] * 2
+        gets = f"{result['gets'] / result['jobs']:>9.2f}" if "gets" in result else f"{'-':>9}"
         print(f"{follow:<8}{result['jobs'] / result['elapsed']:>8.1f}"
               f"{percentile(lat, 50) * ms:>9.0f}{percentile(lat, 95) * ms:>9.0f}"
               f"{percentile(lat, 99) * ms:>9.0f}{result['succeeded']:>7}{result['failed']:>8}"
-              f"{result['lost']:>6}{result['duplicated']:>5}{result['elapsed']:>8.1f}")
+              f"{result['lost']:>6}{result['duplicated']:>5}{result['elapsed']:>8.1f}{gets}")
 
     groups = list(rounds[0][2].groups)
     print("\nCPU ms per job (utime+stime, children included); 'others' is the rest of "
@@ -326,6 +389,8 @@ def print_rounds(rounds: list[tuple[str, dict, Usage]], args: argparse.Namespace
             rate = statistics.median(r["jobs"] / r["elapsed"] for r, _ in mine)
             cpu = statistics.median(sum(u.groups.values()) * ms / r["jobs"] for r, u in mine)
             print(f"{follow:<8}{rate:>8.1f} jobs/s  {cpu:>6.2f} CPU ms/job")
+
+    print_budget(rounds, args)
 
     print("\nRedis commands per job (INFO commandstats): calls, and Redis' usec")
     names = sorted({c for _, _, u in rounds for c in u.commands},
@@ -394,6 +459,8 @@ def main() -> None:
                                     args.clients, args.deadline)
             rounds.append((follow, result, Usage.between(before, meter.snapshot())))
 
+    args.fit_bodies = bodies[0][:200]
+    args.fit_cpu = fits_cpu(args.fit_bodies)
     print_rounds(rounds, args)
     if args.profile_worker:
         print_profile(args.profile_worker)
