@@ -18,6 +18,7 @@ from shared.config import get_settings
 from shared.taskqueue import celery_config, worker_queues
 from workers.heap import keep_heap
 from workers.recovery import RecoveryStep
+from workers.threads import one_thread
 from workers.webhooks import WebhookStep
 
 app = Celery("emcoins", include=["workers.tasks", "workers.replicates"])
@@ -41,10 +42,12 @@ def _replicates_after_fits(sender: str, instance, **_) -> None:
 
 
 @signals.worker_process_init.connect
-def _keep_heap(**_) -> None:
-    """Fixed malloc thresholds in each child of a prefork pool, where the fits run (see
-    the module); a threads pool (the io workers) sends no such signal and keeps glibc's."""
+def _prepare_child(**_) -> None:
+    """Fixed malloc thresholds and one BLAS and OpenMP thread in each child of a prefork
+    pool, where the fits run (see their modules); a threads pool (the io workers) sends
+    no such signal and keeps the defaults."""
     keep_heap()
+    one_thread()
 
 
 @signals.after_setup_logger.connect
