@@ -142,6 +142,10 @@ class Settings(EnvSettings):
     fetch_batch_size: AtLeastOne = 30
     # Concurrent requests per worker process (a thread pool shared by its fetch subtasks).
     fetch_concurrency: AtLeastOne = 32
+    # Draws of one worker process that may hold more than 64 KiB of answer at once (each
+    # up to the answer cap); the others wait their turn within their deadlines. Bounds
+    # what large or hostile answers take, whatever the number of batches.
+    fetch_large_answers: AtLeastOne = 8
     fetch_connect_timeout: NonNegativeFloat = 2.0
     fetch_read_timeout: NonNegativeFloat = 5.0
     # Whole-exchange deadline of one draw request (connect, headers and body together),

@@ -32,6 +32,10 @@ Modes (:data:`MODES`):
 ``nested``
     ``depth`` (100,000 by default) ``[`` characters: JSON nested deeper than any parser's
     stack.
+``stalling``
+    Headers, then ``{"flips": "HHH...`` of ``flips`` flips (an int) at once, then nothing
+    more until the client closes or the source stops. The answer is built at ``start``,
+    once, so that a test measuring its own memory does not count it per connection.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ import threading
 import zlib
 from typing import Any
 
-MODES = ("normal", "trickle", "slow-headers", "endless", "gzip-bomb", "oversized", "nested")
+MODES = (
+    "normal", "trickle", "slow-headers", "endless", "gzip-bomb", "oversized", "nested",
+    "stalling",
+)
 _BLOCK = 1024 * 1024
 _PREFIX = b'{"flips": "'
 _SUFFIX = b'"}'
@@ -116,6 +123,8 @@ class HostileSource:
         """Listen and serve in the background; returns ``self``."""
         if self.mode == "gzip-bomb":
             gzip_bomb()  # built before the first client waits for it
+        if self.mode == "stalling":
+            self._stalled = _PREFIX + b"H" * int(self.flips)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self._port))
@@ -276,6 +285,13 @@ class HostileSource:
             self._send(conn, block)
         self._send(conn, block[:rest] + _SUFFIX)
         return self.declare_length
+
+    def _answer_stalling(self, conn: socket.socket) -> bool:
+        self._head(conn, "Connection: close")
+        self._send(conn, self._stalled)
+        while self._wait(conn):
+            pass
+        return False
 
     def _answer_nested(self, conn: socket.socket) -> bool:
         body = b"[" * self.depth

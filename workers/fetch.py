@@ -18,6 +18,11 @@ Nothing a source does can hold the fetcher longer or make it hold more than thes
   :func:`shared.draws.max_answer_bytes` of ``max_flips`` bytes, counted after
   decompression. gzip and deflate are inflated in steps never larger than what is left
   under that cap; other content codings are refused.
+- At most ``fetch_large_answers`` draws of the process read past their first chunk at
+  once; the others wait for one of them to end, within their own deadlines. A process
+  reads at most that many answers of the cap at once, plus a chunk or two per waiting
+  draw, however many batches of large or hostile answers it runs; a refused answer is
+  let go at once.
 """
 
 from __future__ import annotations
@@ -261,6 +266,7 @@ class DrawFetcher:
         self._pool = ThreadPoolExecutor(
             max_workers=batches * settings.fetch_concurrency, thread_name_prefix="draw"
         )
+        self._large = threading.BoundedSemaphore(settings.fetch_large_answers)
 
     @property
     def max_answer_bytes(self) -> int:
@@ -408,7 +414,7 @@ class DrawFetcher:
                         url=url,
                         index=index,
                     )
-                body = self._read_answer(response, url, index)
+                body = self._read_answer(response, url, index, exchange)
             except _TRANSPORT_ERRORS as exc:
                 self._raise_if_aborted(exchange, index)
                 raise _Retry(f"{type(exc).__name__}: {exc}") from None
@@ -434,8 +440,11 @@ class DrawFetcher:
         if exchange.reason is not None:
             raise Cancelled(f"draw {index} abandoned: {exchange.reason}")
 
-    def _read_answer(self, response: requests.Response, url: str, index: int) -> bytes:
-        """The body, read in chunks and inflated in bounded steps, refused past the cap."""
+    def _read_answer(
+        self, response: requests.Response, url: str, index: int, exchange: _Exchange
+    ) -> bytes:
+        """The body, read in chunks and inflated in bounded steps, refused past the cap;
+        past its first chunk, only while this draw holds one of the large answers' turns."""
         cap = self.max_answer_bytes
         coding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if coding not in ("", "identity", *_INFLATED):
@@ -450,34 +459,53 @@ class DrawFetcher:
             raise self._too_long(url, index, f"its Content-Length is {int(declared)}")
         pieces: list[bytes] = []
         size = 0
-        for chunk in response.raw.stream(_CHUNK, decode_content=False):
-            while chunk:
-                if inflater is None:
-                    piece, chunk = chunk, b""
-                else:
-                    try:
-                        # At most _CHUNK out per step, whatever the ratio: a draw holds what
-                        # it read so far plus one step, never a burst of the whole cap.
-                        piece = inflater.decompress(chunk, min(_CHUNK, cap + 1 - size))
-                    except zlib.error:
-                        raise InvalidDrawError(
-                            f"draw {index} from {url} is not valid {coding} data", index=index
-                        ) from None
-                    chunk = inflater.unconsumed_tail
-                pieces.append(piece)
-                size += len(piece)
-                if size > cap:
-                    why = (
-                        "it goes on past that" if inflater is None
-                        else f"{coding} inflates past that"
-                    )
-                    raise self._too_long(url, index, why)
-        if inflater is not None and not inflater.eof:
-            raise InvalidDrawError(
-                f"draw {index} from {url} ends in the middle of its {coding} data", index=index
-            )
-        # Joined once the answer is accepted: one copy, not a growing buffer's slack.
-        return b"".join(pieces)
+        large = False
+        try:
+            for chunk in response.raw.stream(_CHUNK, decode_content=False):
+                while chunk:
+                    if inflater is None:
+                        piece, chunk = chunk, b""
+                    else:
+                        try:
+                            # At most _CHUNK out per step, whatever the ratio: a draw holds
+                            # what it read so far plus one step, never a burst of the cap.
+                            piece = inflater.decompress(chunk, min(_CHUNK, cap + 1 - size))
+                        except zlib.error:
+                            raise InvalidDrawError(
+                                f"draw {index} from {url} is not valid {coding} data",
+                                index=index,
+                            ) from None
+                        chunk = inflater.unconsumed_tail
+                    pieces.append(piece)
+                    size += len(piece)
+                    if size > cap:
+                        why = (
+                            "it goes on past that" if inflater is None
+                            else f"{coding} inflates past that"
+                        )
+                        raise self._too_long(url, index, why)
+                    if not large and size > _CHUNK:
+                        self._wait_for_turn(exchange, index)
+                        large = True
+            if inflater is not None and not inflater.eof:
+                raise InvalidDrawError(
+                    f"draw {index} from {url} ends in the middle of its {coding} data",
+                    index=index,
+                )
+            # Joined once the answer is accepted: one copy, not a growing buffer's slack.
+            return b"".join(pieces)
+        finally:
+            # An error's traceback keeps this frame, and the batch keeps the error until it
+            # ends: without this, a refused answer would stay in memory, turn given back.
+            pieces.clear()
+            if large:
+                self._large.release()
+
+    def _wait_for_turn(self, exchange: _Exchange, index: int) -> None:
+        """Until this draw may hold a large answer (see the module), or its attempt is
+        stopped: at its deadline (a retry), or with its batch."""
+        while not self._large.acquire(timeout=POLL_SECONDS):
+            self._raise_if_aborted(exchange, index)
 
     def _too_long(self, url: str, index: int, why: str) -> InvalidDrawError:
         return InvalidDrawError(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 
 from shared.config import Settings
 from shared.errors import InvalidDrawError
-from workers.fetch import Cancelled, DrawFetcher, SourceUnavailable, make_session
+from workers.fetch import _CHUNK, Cancelled, DrawFetcher, SourceUnavailable, make_session
 
 ROOT = Path(__file__).resolve().parents[2]
 # Slack over a stated bound: a poll interval, thread wake-ups, a loaded CI machine.
@@ -250,3 +251,56 @@ def test_a_huge_answer_fails_quickly_and_memory_grows_under_100_mb(hostile, mode
     assert outcome["seconds"] < 3, outcome
     grown_mib = (outcome["after_kib"] - outcome["before_kib"]) / 1024
     assert grown_mib < 100, outcome
+
+
+# --- large answers take turns ------------------------------------------------------------
+
+# What a stalling draw sends before it stalls, and what the batch's own objects (sockets,
+# responses, futures) may hold besides the answers: 0.45 MiB measured for 30 normal draws.
+STALLED_ANSWER = 2 * 1024 * 1024
+OWN_OBJECTS = 1024 * 1024
+
+
+@pytest.mark.parametrize("turns", [2, 12])
+def test_only_so_many_draws_read_a_large_answer_at_once(hostile, turns):
+    # Twelve draws each get 2 MiB at once, then nothing: a draw with a turn holds its
+    # answer until its attempt's deadline, the others wait for a turn with a chunk or two.
+    draws = 12
+    source = hostile("stalling", flips=STALLED_ANSWER)
+    fetch = fetcher(fetch_large_answers=turns, fetch_deadline=8.0)
+    fetch.fetch(hostile("normal").url, range(draws))  # the pool's threads in place
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        outcome: dict[str, Any] = {}
+        thread = threading.Thread(
+            target=lambda: outcome.update(bounded(lambda: fetch.fetch(source.url, range(draws)),
+                                                  limit=15)),
+            daemon=True,
+        )
+        thread.start()
+
+        def held() -> int:
+            return tracemalloc.get_traced_memory()[0] - base
+
+        # The draws with a turn read their whole answers; then the others reach their wait.
+        wait_until(lambda: held() >= turns * STALLED_ANSWER, limit=5)
+        time.sleep(0.5)
+        holding = held()
+    finally:
+        tracemalloc.stop()
+        source.stop()
+    thread.join(20)
+    print(f"{turns} turns: {holding / 2**20:.1f} MiB held")
+    # Stopped, the source shuts its answers, which have no framing: cut short, or not JSON.
+    assert isinstance(outcome.get("error"), (SourceUnavailable, InvalidDrawError)), outcome
+    # Without turns this would be the whole 24 MiB, as it is with one for each draw.
+    assert holding < turns * (STALLED_ANSWER + 2 * _CHUNK) + draws * 2 * _CHUNK + OWN_OBJECTS
+
+
+def test_a_turn_is_handed_on_when_its_draw_ends(hostile):
+    # Six draws of 200,000 flips (over one chunk each) through one turn: all of them in.
+    source = hostile("normal", flips="HT" * 100_000)
+    outcome = bounded(lambda: fetcher(fetch_large_answers=1).fetch(source.url, range(6)),
+                      limit=10)
+    assert outcome.get("result") == [(100_000, 200_000)] * 6, outcome
