@@ -59,7 +59,6 @@ FINAL = {"succeeded", "failed", "cancelled"}
 GOAL = 200.0  # jobs/s, issue 10's goal
 FOLLOWS = ("poll", "events")
 _local = threading.local()
-_gets: list[str] = []  # every job GET of the poll rounds
 
 
 class Client:
@@ -125,7 +124,6 @@ def submit(api: str, body: dict) -> tuple[str, float]:
 
 def poll(api: str, url: str) -> tuple[str | None, float]:
     """One GET: (final status or None, seconds to wait before the next)."""
-    _gets.append(url)  # list.append is atomic: the threads share it
     status, headers, answer = client(api).request("GET", url)
     if status != 200:
         return None, retry_after(headers)
@@ -149,7 +147,7 @@ def summary(jobs: int, elapsed: float, submitted: list, finished: dict, pending:
 
 def run_poll(api: str, bodies: list[dict], clients: int, deadline: float) -> dict:
     """Submit every job at once, then poll the unfinished ones in rounds."""
-    gets = len(_gets)
+    gets = 0
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
         submitted = list(pool.map(lambda b: submit(api, b), bodies))
@@ -157,6 +155,7 @@ def run_poll(api: str, bodies: list[dict], clients: int, deadline: float) -> dic
         finished: dict[str, tuple[str, float]] = {}
         while pending and time.perf_counter() - started < deadline:
             urls = list(pending)
+            gets += len(urls)
             answers = list(pool.map(lambda u: poll(api, u), urls))
             now = time.perf_counter()
             for url, (status, _) in zip(urls, answers, strict=True):
@@ -166,7 +165,7 @@ def run_poll(api: str, bodies: list[dict], clients: int, deadline: float) -> dic
                 time.sleep(min(wait for status, wait in answers if status is None))
     elapsed = time.perf_counter() - started
     result = summary(len(bodies), elapsed, submitted, finished, len(pending))
-    result["gets"] = len(_gets) - gets
+    result["gets"] = gets
     return result
 
 
@@ -322,10 +321,11 @@ def fits_cpu(bodies: list[dict]) -> float:
     return (time.process_time() - start) / len(jobs)
 
 
-def print_budget(rounds: list[tuple[str, dict, Usage]], args: argparse.Namespace) -> None:
+def print_budget(rounds: list[tuple[str, dict, Usage]], fits: tuple[int, float]) -> None:
     """What the goal's rate leaves per job, against the parts that any task body pays:
     the fits, Celery's consumer, the API's POSTs (from the events rounds, which make no
-    GETs), Redis and this load generator."""
+    GETs), Redis and this load generator. ``fits``: how many bodies :func:`fits_cpu`
+    timed, and its CPU seconds per job."""
     ms, cores = 1000.0, os.cpu_count() or 1
 
     def median(value) -> float:
@@ -334,8 +334,7 @@ def print_budget(rounds: list[tuple[str, dict, Usage]], args: argparse.Namespace
     used = statistics.median(sum(u.groups.values()) / r["elapsed"] for _, r, u in rounds)
     print(f"\nbudget: {GOAL:.0f} jobs/s on {cores} cores leaves {cores * ms / GOAL:.2f} CPU ms "
           f"per job at full use; the rounds used {used:.2f} cores (median)")
-    parts = [(f"fits alone (every method, this process, {len(args.fit_bodies)} bodies)",
-              args.fit_cpu * ms),
+    parts = [(f"fits alone (every method, this process, {fits[0]} bodies)", fits[1] * ms),
              ("Celery's consumer (the cpu worker's main process)",
               median(lambda r, u: u.leaders["cpu worker"]))]
     posts = [u.groups["api"] * ms / r["jobs"] for f, r, u in rounds if f == "events"]
@@ -351,8 +350,10 @@ def print_budget(rounds: list[tuple[str, dict, Usage]], args: argparse.Namespace
           f"{cores * ms / GOAL - total:>7.2f}")
 
 
-def print_rounds(rounds: list[tuple[str, dict, Usage]], args: argparse.Namespace) -> None:
-    """The throughput table, the CPU table and Redis' commands per job."""
+def print_rounds(
+    rounds: list[tuple[str, dict, Usage]], args: argparse.Namespace, fits: tuple[int, float]
+) -> None:
+    """The throughput table, the CPU table, the budget and Redis' commands per job."""
     ms = 1000.0
     pool = "" if args.cpu_pool == "prefork" else ", each as 2 solo-pool workers"
     print(f"{args.jobs} inline jobs (30 draws, EM + GMM), {args.clients} clients, "
@@ -390,7 +391,7 @@ def print_rounds(rounds: list[tuple[str, dict, Usage]], args: argparse.Namespace
             cpu = statistics.median(sum(u.groups.values()) * ms / r["jobs"] for r, u in mine)
             print(f"{follow:<8}{rate:>8.1f} jobs/s  {cpu:>6.2f} CPU ms/job")
 
-    print_budget(rounds, args)
+    print_budget(rounds, fits)
 
     print("\nRedis commands per job (INFO commandstats): calls, and Redis' usec")
     names = sorted({c for _, _, u in rounds for c in u.commands},
@@ -459,9 +460,8 @@ def main() -> None:
                                     args.clients, args.deadline)
             rounds.append((follow, result, Usage.between(before, meter.snapshot())))
 
-    args.fit_bodies = bodies[0][:200]
-    args.fit_cpu = fits_cpu(args.fit_bodies)
-    print_rounds(rounds, args)
+    timed = bodies[0][:200]
+    print_rounds(rounds, args, (len(timed), fits_cpu(timed)))
     if args.profile_worker:
         print_profile(args.profile_worker)
 

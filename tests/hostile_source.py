@@ -106,6 +106,7 @@ class HostileSource:
         self.flips = flips
         self.depth = depth
         self.declare_length = declare_length
+        self._stalled = b""  # the stalling answer, built at start
         self.path = path
         self._port = port
         self._listener: socket.socket | None = None

@@ -269,15 +269,18 @@ def test_only_so_many_draws_read_a_large_answer_at_once(hostile, turns):
     source = hostile("stalling", flips=STALLED_ANSWER)
     fetch = fetcher(fetch_large_answers=turns, fetch_deadline=8.0)
     fetch.fetch(hostile("normal").url, range(draws))  # the pool's threads in place
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            fetch.fetch(source.url, range(draws))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
-        outcome: dict[str, Any] = {}
-        thread = threading.Thread(
-            target=lambda: outcome.update(bounded(lambda: fetch.fetch(source.url, range(draws)),
-                                                  limit=15)),
-            daemon=True,
-        )
         thread.start()
 
         def held() -> int:
@@ -290,10 +293,11 @@ def test_only_so_many_draws_read_a_large_answer_at_once(hostile, turns):
     finally:
         tracemalloc.stop()
         source.stop()
-    thread.join(20)
+    thread.join(10)
+    assert not thread.is_alive(), "the fetch went on after its source stopped"
     print(f"{turns} turns: {holding / 2**20:.1f} MiB held")
     # Stopped, the source shuts its answers, which have no framing: cut short, or not JSON.
-    assert isinstance(outcome.get("error"), (SourceUnavailable, InvalidDrawError)), outcome
+    assert isinstance(box.get("error"), (SourceUnavailable, InvalidDrawError)), box
     # Without turns this would be the whole 24 MiB, as it is with one for each draw.
     assert holding < turns * (STALLED_ANSWER + 2 * _CHUNK) + draws * 2 * _CHUNK + OWN_OBJECTS
 
